@@ -1,0 +1,105 @@
+"""Drivable conditional-NeRF head model (`shared/papers/nerf_head_model.md`).
+
+Variants (`get_config(arg)`):
+  paper512  the paper's model (default): 32x32x512 feature map, 64 samples per ray, 512x512
+            output through 4 renderer units, identity 512-d (AdaFace), expression 46-d
+            (FaceWarehouse), MLP 8x384 with a skip into layer 5.
+  quick     the built-in synthetic heads at 64x64 output (16x16x64 features, 24 samples,
+            MLP 4x64); trains in minutes on CPU.
+
+Commands:
+  python -m fnevr_jax.nerf_head.fit --config=configs/nerf_head.py:quick --synthetic \
+      --workdir=/tmp/nerf_head_fit
+  python -m fnevr_jax.nerf_head.fit --config=configs/nerf_head.py --checkpoint=CKPT \
+      --image=face.png --mask=mask.png --init_codes=codes.npz --workdir=/tmp/fit
+  python benchmarks/nerf_head.py
+Overrides as usual, e.g. `--config.model.id_dim=100 --config.loss.background_weight=1`.
+"""
+import ml_collections
+
+VARIANTS = ("paper512", "quick")
+
+
+def _model(variant):
+    model = ml_collections.ConfigDict()
+    model.feature_size = 32           # volume-rendered feature map is feature_size^2
+    model.feature_channels = 512      # I_F channels (paper section 2.2.2)
+    model.output_size = 512           # log2(output / feature) renderer units (section 2.2.3)
+    model.num_samples = 64
+    model.id_dim = 512                # z_id width; other trackers' codes: set it here
+    model.expr_dim = 46               # beta width
+    model.mlp_width = 384
+    model.mlp_depth = 8
+    model.mlp_skip_layer = 5          # the trunk input is concatenated into this layer
+    model.xyz_freqs = 10
+    model.dir_freqs = 4
+    model.posenc_form = "paper"       # "paper": eq. 2 (with pi); "headnerf": no pi, raw input
+    model.z_near = 2.5                # sampling slab between world planes z_near and z_far
+    model.z_far = -3.5
+    model.pixel_offset = 0.5          # rays through pixel centres (0.0: HeadNeRF's corners)
+    model.renderer_min_channels = 32
+    model.background_init = 1.0       # learnable background feature map, initial value
+    model.remat = True                # rematerialise the MLP in the backward pass
+    if variant == "quick":
+        model.feature_size = 16
+        model.feature_channels = 64
+        model.output_size = 64
+        model.num_samples = 24
+        model.mlp_width = 64
+        model.mlp_depth = 4
+        model.mlp_skip_layer = 2
+        model.xyz_freqs = 6
+        model.dir_freqs = 2
+        model.renderer_min_channels = 16
+        model.remat = False
+    return model
+
+
+def _camera():
+    """Default camera: HeadNeRF's fitting camera, f = 812 S / 400 px at about 6.2 units."""
+    camera = ml_collections.ConfigDict()
+    camera.focal_scale = 812.0 / 400.0    # focal length in units of the image size
+    camera.distance = 6.2                 # camera on +z looking toward the origin
+    return camera
+
+
+def _loss():
+    loss = ml_collections.ConfigDict()
+    loss.photometric_weight = 1.0         # head-masked L1 (eq. 9)
+    loss.perceptual_weight = 10.0         # lambda (eq. 11, section 4.1)
+    loss.perceptual_distance = "l2sq"     # "l2sq": eq. 10; "l1": HeadNeRF's fitting loss
+    loss.perceptual_size = 224            # VGG16 input size (bilinear resize)
+    # Deviation from the paper (HeadNeRF): MSE of the render outside the head mask and of the
+    # rendered background feature map against white. 0 disables both.
+    loss.background_weight = 0.0
+    return loss
+
+
+def _fit():
+    """Inversion of the renderer (HeadNeRF's FittingSingleImage settings)."""
+    fit = ml_collections.ConfigDict()
+    fit.num_iters = 300
+    fit.lr_id = 0.015
+    fit.lr_expr = 0.015
+    fit.lr_camera = 0.001
+    fit.lr_decay = 0.1                    # lr * lr_decay ** (it / num_iters)
+    fit.reg_id = 0.001                    # mean squared offsets
+    fit.reg_expr = 1.0
+    fit.reg_camera = 0.001
+    return fit
+
+
+def get_config(arg=None):
+    """Returns the config of variant `arg` ("paper512" when empty)."""
+    variant = arg or "paper512"
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
+    config = ml_collections.ConfigDict()
+    config.model_name = "nerf_head"
+    config.variant = variant
+    config.seed = 0
+    config.model = _model(variant)
+    config.camera = _camera()
+    config.loss = _loss()
+    config.fit = _fit()
+    return config

@@ -1,0 +1,244 @@
+"""Drivable conditional-NeRF head model (Wang and Guo, JUSTC 2025; spec section 2.2).
+
+A conditional MLP maps (gamma(x), z_id, beta) to density and (with gamma(d)) to a feature
+vector (eq. 6); volume rendering integrates the features into a low-resolution feature map
+over a learnable background feature map (eq. 7), and a GIRAFFE-style 2D neural renderer turns
+it into the RGB image (eq. 8). NHWC throughout.
+
+The codes enter the MLP once per image: the first layer's kernel (and the skip layer's) is one
+parameter whose rows are split between the per-sample position encoding and the per-image
+codes, W [gamma(x); z] = W_x gamma(x) + (W_z z) broadcast over rays and samples; the view
+encoding likewise enters once per ray.
+"""
+import math
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fnevr_jax import rendering
+
+
+class SplitDense(nn.Module):
+    """Dense layer over the concatenation of `parts` without building the concatenation.
+
+    The kernel rows follow the order of `parts`; each part is multiplied by its row block and
+    the products broadcast against each other, so a part of shape [B, 1, 1, 1, Z] costs one
+    matmul per image. Called with a single concatenated input, it is a plain `nn.Dense`.
+    """
+    features: int
+    kernel_init: Callable = nn.initializers.glorot_uniform()
+
+    @nn.compact
+    def __call__(self, *parts):
+        widths = [p.shape[-1] for p in parts]
+        kernel = self.param("kernel", self.kernel_init, (sum(widths), self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        starts = [sum(widths[:i]) for i in range(len(parts))]
+        blocks = sorted(zip(parts, starts, widths), key=lambda block: block[0].size)
+        out = bias
+        for part, start, width in blocks:
+            out = out + jnp.matmul(part, kernel[start:start + width])
+        return out
+
+
+class ConditionalNeRFMLP(nn.Module):
+    """f_theta: (gamma(x), gamma(d), beta, z_id) -> (sigma, F) (eq. 6).
+
+    A trunk of `depth` ReLU layers on [gamma(x), codes], the trunk input concatenated again
+    into layer `skip_layer`; sigma = relu(Dense_1(h)) depends on position and codes only; the
+    view encoding joins a linear bottleneck in the feature branch (section 2.2.2).
+    `per_image_codes=False` concatenates the codes to every sample instead (the reference path).
+    """
+    width: int = 384
+    depth: int = 8
+    skip_layer: int = 5
+    feature_channels: int = 512
+    per_image_codes: bool = True
+
+    @nn.compact
+    def __call__(self, pos_enc, codes, dir_enc):
+        """pos_enc [..., S, P]; codes [..., Z] and dir_enc [..., D] broadcastable against it.
+
+        Returns sigma [..., S] and features [..., S, feature_channels].
+        """
+        if self.per_image_codes:
+            trunk_input = (pos_enc, codes)
+        else:
+            lead = pos_enc.shape[:-1]
+            codes = jnp.broadcast_to(codes, lead + codes.shape[-1:])
+            dir_enc = jnp.broadcast_to(dir_enc, lead + dir_enc.shape[-1:])
+            trunk_input = (jnp.concatenate([pos_enc, codes], axis=-1),)
+        h = nn.relu(SplitDense(self.width, name="trunk_0")(*trunk_input))
+        for i in range(1, self.depth):
+            if i == self.skip_layer:
+                h = SplitDense(self.width, name=f"trunk_{i}")(*trunk_input, h)
+            else:
+                h = nn.Dense(self.width, kernel_init=nn.initializers.glorot_uniform(),
+                             name=f"trunk_{i}")(h)
+            h = nn.relu(h)
+        sigma = nn.relu(nn.Dense(1, kernel_init=nn.initializers.glorot_uniform(),
+                                 name="density")(h)[..., 0])
+        bottleneck = nn.Dense(self.width, kernel_init=nn.initializers.glorot_uniform(),
+                              name="bottleneck")(h)
+        f = nn.relu(SplitDense(self.width // 2, name="feature_0")(bottleneck, dir_enc))
+        features = nn.Dense(self.feature_channels, kernel_init=nn.initializers.glorot_uniform(),
+                            name="feature_1")(f)
+        return sigma, features
+
+
+def upsample_nearest(x):
+    """x2 nearest-neighbour upsampling of [B, H, W, C]."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def blur(x):
+    """Depthwise [1, 2, 1]^T [1, 2, 1] / 16 filter with reflect padding (kornia's `filter2d`)."""
+    taps = jnp.array([1.0, 2.0, 1.0], x.dtype) / 4.0
+    kernel = jnp.tile((taps[:, None] * taps[None, :])[:, :, None, None], (1, 1, 1, x.shape[-1]))
+    x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        feature_group_count=x.shape[-1])
+
+
+def upsample_rgb(x):
+    """x2 bilinear upsampling (half-pixel centres) followed by `blur` (GIRAFFE's RGB path)."""
+    b, h, w, c = x.shape
+    return blur(jax.image.resize(x, (b, 2 * h, 2 * w, c), "bilinear"))
+
+
+class NeuralRenderer(nn.Module):
+    """pi_xi: feature map -> RGB image (eq. 8; section 2.2.3, Fig. 2; GIRAFFE style).
+
+    Each of `num_units` units doubles the resolution: nearest upsampling, a 3x3 feature conv
+    (channels halved, at least `min_channels`) and LeakyReLU(0.2). A 3x3 colour conv decodes
+    the input and every unit's output to RGB; the RGB images are summed level by level, the
+    running sum upsampled bilinearly and blurred between levels, and squashed by a sigmoid.
+    """
+    num_units: int
+    min_channels: int = 32
+
+    @nn.compact
+    def __call__(self, features):
+        channels = features.shape[-1]
+        x = features
+        rgb = nn.Conv(3, (3, 3), name="rgb_0")(x)
+        for i in range(self.num_units):
+            rgb = upsample_rgb(rgb)
+            channels = max(channels // 2, self.min_channels)
+            x = nn.leaky_relu(nn.Conv(channels, (3, 3), name=f"unit_{i}")(upsample_nearest(x)),
+                              negative_slope=0.2)
+            rgb = rgb + nn.Conv(3, (3, 3), name=f"rgb_{i + 1}")(x)
+        return nn.sigmoid(rgb)
+
+
+class NeRFHead(nn.Module):
+    """The full model: rays -> samples -> conditional MLP -> feature map -> neural renderer.
+
+    Field meanings are documented in `configs/nerf_head.py` (`config.model`).
+    """
+    feature_size: int = 32
+    feature_channels: int = 512
+    output_size: int = 512
+    num_samples: int = 64
+    id_dim: int = 512
+    expr_dim: int = 46
+    mlp_width: int = 384
+    mlp_depth: int = 8
+    mlp_skip_layer: int = 5
+    xyz_freqs: int = 10
+    dir_freqs: int = 4
+    posenc_form: str = "paper"
+    z_near: float = 2.5
+    z_far: float = -3.5
+    pixel_offset: float = 0.5
+    renderer_min_channels: int = 32
+    background_init: float = 1.0
+    remat: bool = False
+    per_image_codes: bool = True
+
+    @property
+    def num_units(self):
+        units = math.log2(self.output_size / self.feature_size)
+        if units < 1 or units != int(units):
+            raise ValueError(f"output_size / feature_size = {self.output_size}/"
+                             f"{self.feature_size} must be a power of two >= 2")
+        return int(units)
+
+    @nn.compact
+    def __call__(self, z_id, beta, intrinsics, cam_to_world, key=None, randomized=False,
+                 render_background=False):
+        """Renders images of heads with codes z_id [B, id_dim], beta [B, expr_dim].
+
+        intrinsics [B, 3, 3] are for the output image; cam_to_world [B, 3, 4]. `randomized`
+        (static) jitters the samples with `key`. Returns a dict with image [B, S, S, 3] in
+        (0, 1), features [B, s, s, C] (with background), acc and depth [B, s, s], and with
+        `render_background` also background_image, the renderer applied to the background map.
+        """
+        size = self.feature_size
+        intrinsics = rendering.scale_intrinsics(intrinsics, size / self.output_size)
+        rays = rendering.cast_rays(intrinsics, cam_to_world, size, size, self.pixel_offset)
+        t_near, t_far = rendering.z_plane_bounds(rays, self.z_near, self.z_far)
+        t, deltas = rendering.stratified_samples(key, t_near, t_far, self.num_samples,
+                                                 randomized)
+        pos_enc = rendering.positional_encoding(rendering.ray_points(rays, t), self.xyz_freqs,
+                                                self.posenc_form)
+        dir_enc = rendering.positional_encoding(rays.directions, self.dir_freqs,
+                                                self.posenc_form)[..., None, :]
+        codes = jnp.concatenate([z_id, beta], axis=-1)[:, None, None, None, :]
+        mlp_cls = nn.remat(ConditionalNeRFMLP) if self.remat else ConditionalNeRFMLP
+        sigma, sample_features = mlp_cls(self.mlp_width, self.mlp_depth, self.mlp_skip_layer,
+                                         self.feature_channels, self.per_image_codes,
+                                         name="mlp")(pos_enc, codes, dir_enc)
+        _, _, weights = rendering.compute_weights(sigma, deltas)
+        background = self.param("background", nn.initializers.constant(self.background_init),
+                                (1, size, size, self.feature_channels))
+        features, acc = rendering.composite(weights, sample_features, background)
+        renderer = NeuralRenderer(self.num_units, self.renderer_min_channels, name="renderer")
+        out = {
+            "image": renderer(features),
+            "features": features,
+            "acc": acc,
+            "depth": jnp.sum(weights * t, axis=-1),
+        }
+        if render_background:
+            out["background_image"] = renderer(background)
+        return out
+
+
+def from_config(model_config, **overrides):
+    """`NeRFHead` with the fields of `config.model`."""
+    return NeRFHead(**{**model_config.to_dict(), **overrides})
+
+
+def default_camera(batch, output_size, focal_scale, distance):
+    """Intrinsics [B, 3, 3] and cam_to_world [B, 3, 4] of a frontal camera on +z.
+
+    The focal length is `focal_scale * output_size` px, the principal point the image centre.
+    """
+    focal = focal_scale * output_size
+    centre = output_size / 2.0
+    intrinsics = jnp.array([[focal, 0.0, centre], [0.0, focal, centre], [0.0, 0.0, 1.0]],
+                           jnp.float32)
+    position = jnp.array([0.0, 0.0, distance], jnp.float32)
+    cam_to_world = rendering.look_at_origin(position)
+    return (jnp.broadcast_to(intrinsics, (batch, 3, 3)),
+            jnp.broadcast_to(cam_to_world, (batch, 3, 4)))
+
+
+def init_params(model, key):
+    """Initial parameters for `model`, from dummy codes of its configured dimensions."""
+    intrinsics, cam_to_world = default_camera(1, model.output_size, 2.0, 6.0)
+    variables = model.init(key, jnp.zeros((1, model.id_dim)), jnp.zeros((1, model.expr_dim)),
+                           intrinsics, cam_to_world)
+    return variables["params"]
+
+
+def make_render_fn(model, randomized=False, render_background=False):
+    """One jitted function render(params, z_id, beta, intrinsics, cam_to_world, key) -> dict."""
+    def render(params, z_id, beta, intrinsics, cam_to_world, key=None):
+        return model.apply({"params": params}, z_id, beta, intrinsics, cam_to_world, key,
+                           randomized=randomized, render_background=render_background)
+    return jax.jit(render)

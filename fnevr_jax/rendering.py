@@ -1,0 +1,156 @@
+"""Volume-rendering core: pinhole rays, stratified samples, encodings and compositing.
+
+Pure functions, channels last, shared by any NeRF-style model. Cameras follow OpenCV (x right,
+y down, z forward); extrinsics are camera-to-world [..., 3, 4] (or [..., 4, 4]) and intrinsics
+are in pixels with pixel centres at integer + 0.5. Equation numbers refer to the drivable NeRF
+head paper (`shared/papers/nerf_head_model.md`).
+"""
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+HIGHEST = jax.lax.Precision.HIGHEST
+POSENC_FORMS = ("paper", "headnerf")
+
+
+@flax.struct.dataclass
+class Rays:
+    origins: jax.Array      # [..., 3]
+    directions: jax.Array   # [..., 3], unit length
+
+
+def scale_intrinsics(intrinsics, scale):
+    """Intrinsics of the same camera on an image resized by `scale` (rows 0 and 1 scaled)."""
+    return intrinsics.at[..., :2, :].multiply(scale)
+
+
+def euler_to_matrix(angles):
+    """Rotation Rz @ Ry @ Rx from Euler angles [..., 3] (x, y, z) in radians."""
+    cx, cy, cz = (jnp.cos(angles[..., i]) for i in range(3))
+    sx, sy, sz = (jnp.sin(angles[..., i]) for i in range(3))
+    one, zero = jnp.ones_like(cx), jnp.zeros_like(cx)
+    rx = jnp.stack([one, zero, zero, zero, cx, -sx, zero, sx, cx], -1)
+    ry = jnp.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], -1)
+    rz = jnp.stack([cz, -sz, zero, sz, cz, zero, zero, zero, one], -1)
+    shape = angles.shape[:-1] + (3, 3)
+    rx, ry, rz = rx.reshape(shape), ry.reshape(shape), rz.reshape(shape)
+    return jnp.matmul(rz, jnp.matmul(ry, rx, precision=HIGHEST), precision=HIGHEST)
+
+
+def apply_pose_delta(cam_to_world, euler, translation):
+    """Orbits a camera about the world origin: R' = dR R, T' = dR T + dt (HeadNeRF's fitting)."""
+    delta = euler_to_matrix(euler)
+    rot = jnp.matmul(delta, cam_to_world[..., :3, :3], precision=HIGHEST)
+    trans = jnp.einsum("...ij,...j->...i", delta, cam_to_world[..., :3, 3], precision=HIGHEST)
+    return jnp.concatenate([rot, (trans + translation)[..., None]], axis=-1)
+
+
+def look_at_origin(position, up=(0.0, 1.0, 0.0)):
+    """Camera-to-world [..., 3, 4] of an OpenCV camera at `position` [..., 3] facing the origin."""
+    forward = -position / jnp.linalg.norm(position, axis=-1, keepdims=True)
+    right = jnp.cross(forward, jnp.asarray(up, position.dtype))
+    right = right / jnp.linalg.norm(right, axis=-1, keepdims=True)
+    down = jnp.cross(forward, right)
+    rot = jnp.stack([right, down, forward], axis=-1)
+    return jnp.concatenate([rot, position[..., None]], axis=-1)
+
+
+def cast_rays(intrinsics, cam_to_world, height, width, pixel_offset=0.5):
+    """One ray per pixel: d = normalise(R_c2w K^-1 [u, v, 1]), o = T_c2w.
+
+    intrinsics [..., 3, 3] for an image of `height` x `width`; `pixel_offset` 0.5 casts through
+    pixel centres, 0.0 through pixel corners (HeadNeRF). Returns `Rays` of shape [..., H, W, 3].
+    """
+    u = jnp.arange(width, dtype=jnp.float32) + pixel_offset
+    v = jnp.arange(height, dtype=jnp.float32) + pixel_offset
+    uu, vv = jnp.meshgrid(u, v, indexing="xy")
+    pixels = jnp.stack([uu, vv, jnp.ones_like(uu)], axis=-1)
+    inv_k = jnp.linalg.inv(intrinsics)
+    dirs_cam = jnp.einsum("...ij,hwj->...hwi", inv_k, pixels, precision=HIGHEST)
+    dirs = jnp.einsum("...ij,...hwj->...hwi", cam_to_world[..., :3, :3], dirs_cam,
+                      precision=HIGHEST)
+    dirs = dirs / jnp.linalg.norm(dirs, axis=-1, keepdims=True)
+    origins = jnp.broadcast_to(cam_to_world[..., None, None, :3, 3], dirs.shape)
+    return Rays(origins=origins, directions=dirs)
+
+
+def z_plane_bounds(rays, z_near, z_far):
+    """Distances at which each ray meets the world planes z = z_near and z = z_far.
+
+    HeadNeRF's slab: the head sits at the origin and cameras look toward -z, so rays must have
+    d_z < 0; directions with d_z >= -1e-6 are clamped to -1e-6.
+    """
+    dz = jnp.minimum(rays.directions[..., 2], -1e-6)
+    oz = rays.origins[..., 2]
+    return (z_near - oz) / dz, (z_far - oz) / dz
+
+
+def stratified_samples(key, t_near, t_far, num_samples, randomized):
+    """One sample per bin of S evenly spaced bins between t_near and t_far [...].
+
+    Training (`randomized`, static) draws each sample uniformly inside its bin from `key`;
+    evaluation takes the bin midpoints. Returns sample distances [..., S] and bin lengths
+    delta [..., S] (the quadrature weights of eq. 7).
+    """
+    fractions = jnp.linspace(0.0, 1.0, num_samples + 1, dtype=jnp.float32)
+    edges = t_near[..., None] + (t_far - t_near)[..., None] * fractions
+    deltas = edges[..., 1:] - edges[..., :-1]
+    if randomized:
+        offset = jax.random.uniform(key, deltas.shape, dtype=deltas.dtype)
+    else:
+        offset = 0.5
+    return edges[..., :-1] + offset * deltas, deltas
+
+
+def ray_points(rays, t):
+    """Points o + t d [..., S, 3] at distances t [..., S]."""
+    return rays.origins[..., None, :] + t[..., None] * rays.directions[..., None, :]
+
+
+def posenc_size(dims, num_freqs, form="paper"):
+    """Width of `positional_encoding` for `dims` input coordinates."""
+    return dims * 2 * num_freqs + (dims if form == "headnerf" else 0)
+
+
+def positional_encoding(x, num_freqs, form="paper"):
+    """gamma(p) per coordinate, interleaved per frequency: [sin(f0 x), cos(f0 x), sin(f1 x), ...].
+
+    form "paper": eq. 2, f_k = 2^k pi, raw input not included. form "headnerf": f_k = 2^k
+    (no pi) with the raw input first, the layout of HeadNeRF's `Embedder`.
+    """
+    if form not in POSENC_FORMS:
+        raise ValueError(f"posenc form {form!r} not in {POSENC_FORMS}")
+    freqs = 2.0 ** jnp.arange(num_freqs, dtype=x.dtype)
+    if form == "paper":
+        freqs = freqs * jnp.pi
+    scaled = x[..., None, :] * freqs[:, None]
+    enc = jnp.stack([jnp.sin(scaled), jnp.cos(scaled)], axis=-2)
+    enc = enc.reshape(x.shape[:-1] + (-1,))
+    if form == "headnerf":
+        enc = jnp.concatenate([x, enc], axis=-1)
+    return enc
+
+
+def compute_weights(sigma, deltas):
+    """Discrete eq. 7 over the last axis: alpha, exclusive transmittance and weights.
+
+    alpha_i = 1 - exp(-sigma_i delta_i), T_i = exp(-sum_{j<i} sigma_j delta_j), w_i = T_i alpha_i,
+    so sum_i w_i = 1 - T_{S} <= 1.
+    """
+    tau = sigma * deltas
+    alpha = 1.0 - jnp.exp(-tau)
+    cum = jnp.cumsum(tau, axis=-1)
+    transmittance = jnp.exp(-jnp.concatenate([jnp.zeros_like(cum[..., :1]), cum[..., :-1]], -1))
+    return alpha, transmittance, alpha * transmittance
+
+
+def composite(weights, values, background=None):
+    """Integrates per-sample `values` [..., S, C] with `weights` [..., S] (eq. 7).
+
+    Returns (sum_i w_i v_i + (1 - acc) background, acc), acc = sum_i w_i the opacity.
+    """
+    acc = jnp.sum(weights, axis=-1)
+    out = jnp.einsum("...s,...sc->...c", weights, values)
+    if background is not None:
+        out = out + (1.0 - acc)[..., None] * background
+    return out, acc
