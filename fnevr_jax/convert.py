@@ -1,0 +1,152 @@
+"""Official FNeVR / first-order-model checkpoints → the project's Flax variables (and orbax).
+
+Naming rule: an official key `generator.down_blocks.0.conv.weight` is the Flax path
+`generator / down_blocks_0 / conv / kernel`: list indices join their list's name with `_`,
+`Render_model` is called `fvr`, and the leaf names and layouts change as
+  conv weight OIHW / OIDHW → kernel HWIO / DHWIO, linear weight (out, in) → kernel (in, out),
+  BN weight → scale, running_mean / running_var → batch_stats mean / var,
+  spectral-norm weight_orig / weight_u / weight_v → kernel / batch_stats u / v.
+`num_batches_tracked` is dropped; the fixed anti-aliasing buffers `down.weight` are checked
+against the Gaussians the networks compute.
+
+CLI:
+  python -m fnevr_jax.convert --checkpoint vox-cpk.pth.tar --model fomm --out ckpt/fomm
+"""
+import argparse
+import re
+import sys
+
+import jax
+import numpy as np
+
+from configs import fnevr as fnevr_configs
+from fnevr_jax.models import build_models, init_variables
+from fnevr_jax.ops import anti_alias_kernel
+
+MODULES = ("kp_detector", "generator", "discriminator")
+RENAMES = {"Render_model": "fvr"}
+# Official attribute names that end in _<digit> without being list entries.
+_LITERAL = re.compile(r"^(SPADE|conv|layer3)_\d+$")
+_BUFFERS = {"kp_detector": ("kp_detector", "down.weight"),
+            "dense_motion_network": ("dense_motion", "down.weight")}
+
+
+class ConversionError(ValueError):
+    """A state dict does not match the network it is converted to."""
+
+
+def _flax_module_path(official_parts):
+    out = []
+    for part in official_parts:
+        if part.isdigit() and out:
+            out[-1] = f"{out[-1]}_{part}"
+        else:
+            out.append(RENAMES.get(part, part))
+    return tuple(out)
+
+
+def _official_module_path(flax_parts):
+    inverse = {v: k for k, v in RENAMES.items()}
+    out = []
+    for part in flax_parts:
+        m = re.match(r"^(.*)_(\d+)$", part)
+        if m and not _LITERAL.match(part):
+            out.extend([m.group(1), m.group(2)])
+        else:
+            out.append(inverse.get(part, part))
+    return ".".join(out)
+
+
+def _leaf_spec(collection, leaf, ndim, spectral):
+    """(official leaf name, axis permutation official → Flax or None) for one Flax variable."""
+    if collection == "params" and leaf == "kernel":
+        perm = {2: (1, 0), 4: (2, 3, 1, 0), 5: (2, 3, 4, 1, 0)}[ndim]
+        return ("weight_orig" if spectral else "weight"), perm
+    names = {("params", "scale"): "weight", ("params", "bias"): "bias",
+             ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var",
+             ("batch_stats", "u"): "weight_u", ("batch_stats", "v"): "weight_v"}
+    return names[(collection, leaf)], None
+
+
+def expected_keys(template):
+    """{official key: (Flax path, official shape, permutation)} for a variables template.
+
+    BatchNorm `num_batches_tracked` entries map to a None path (read and dropped).
+    """
+    flat = [(tuple(k.key for k in path), leaf)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(template)[0]]
+    spectral = {path[1:-1] for path, _ in flat if path[0] == "batch_stats" and path[-1] == "u"}
+    out = {}
+    for path, leaf in flat:
+        collection, module_path, name = path[0], path[1:-1], path[-1]
+        official_leaf, perm = _leaf_spec(collection, name, len(leaf.shape), module_path in spectral)
+        shape = tuple(leaf.shape)
+        if perm is not None:
+            shape = tuple(shape[perm.index(i)] for i in range(len(shape)))
+        prefix = _official_module_path(module_path)
+        out[f"{prefix}.{official_leaf}"] = (path, shape, perm)
+        if collection == "batch_stats" and name == "mean":
+            out[f"{prefix}.num_batches_tracked"] = (None, (), None)
+    return out
+
+
+def _buffer_keys(config, modules):
+    out = {}
+    for owner, (section, name) in _BUFFERS.items():
+        scale = config[section].scale_factor
+        top = "kp_detector" if owner == "kp_detector" else "generator.dense_motion_network"
+        if top.split(".")[0] in modules and scale != 1:
+            kernel = anti_alias_kernel(scale)
+            out[f"{top}.{name}"] = np.tile(kernel[None, None], (config.num_channels, 1, 1, 1))
+    return out
+
+
+def default_config(model):
+    return fnevr_configs.get_config("fomm" if model == "fomm" else "vox256")
+
+
+def from_torch_state_dict(state_dict, model, config=None):
+    """Converts {official key: array} (keys prefixed `kp_detector.`/`generator.`/`discriminator.`).
+
+    Returns the Flax variables {"params": {module: ...}, "batch_stats": {module: ...}}. The
+    discriminator is converted when its keys are present. Raises ConversionError listing every
+    missing key, unexpected key and shape mismatch.
+    """
+    if model not in ("fnevr", "fomm"):
+        raise ConversionError(f"model must be 'fnevr' or 'fomm', got {model!r}")
+    config = config or default_config(model)
+    if config.model != model:
+        raise ConversionError(f"config is for model {config.model!r}, not {model!r}")
+    state_dict = {k: np.asarray(v) for k, v in state_dict.items()}
+    with_disc = any(k.startswith("discriminator.") for k in state_dict)
+    modules = MODULES if with_disc else MODULES[:2]
+    template = jax.eval_shape(lambda: init_variables(config, jax.random.key(0), with_disc))
+    expected = expected_keys(template)
+    buffers = _buffer_keys(config, modules)
+
+    missing = sorted((set(expected) | set(buffers)) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected) - set(buffers))
+    mismatched = []
+    out = {}
+    for key, (path, shape, perm) in expected.items():
+        if key not in state_dict:
+            continue
+        value = state_dict[key]
+        if tuple(value.shape) != shape:
+            mismatched.append(f"{key}: checkpoint {tuple(value.shape)}, model {shape}")
+        elif path is not None:
+            node = out
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = (value if perm is None else value.transpose(perm)).astype(np.float32)
+    for key, kernel in buffers.items():
+        if key in state_dict and (state_dict[key].shape != kernel.shape
+                                  or not np.allclose(state_dict[key], kernel, atol=1e-6)):
+            mismatched.append(f"{key}: anti-aliasing kernel differs from the configured scale")
+    if missing or unexpected or mismatched:
+        lines = ([f"missing: {k}" for k in missing] + [f"unexpected: {k}" for k in unexpected]
+                 + [f"shape mismatch: {m}" for m in mismatched])
+        raise ConversionError(
+            f"state dict does not match the {model} network ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(mismatched)} mismatched):\n  " + "\n  ".join(lines))
+    return out

@@ -1,0 +1,67 @@
+"""SPADE decoder of FNeVR (§3.3; Park et al. 2019), as the official `SPADE_decoder`.
+
+The conditioning map `seg` is computed once at the feature resolution from the fused
+[F_w, F_r]; every SPADE layer resizes it (nearest) to its input. Upsampling between stages is
+bilinear with align_corners=True (`nn.UpsamplingBilinear2d`).
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fnevr_jax.models.blocks import conv
+from fnevr_jax.ops import resize_bilinear, resize_nearest
+
+
+def instance_norm(x, eps=1e-5):
+    """Parameter-free instance norm over H, W (biased variance), as `nn.InstanceNorm2d`."""
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=(1, 2), keepdims=True)
+    var = jnp.mean(jnp.square(x32 - mean), axis=(1, 2), keepdims=True)
+    return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+
+
+class SPADELayer(nn.Module):
+    """norm(x) · (1 + γ(seg)) + β(seg)."""
+    hidden: int = 128
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, seg):
+        seg = resize_nearest(seg, x.shape[1:3])
+        actv = nn.relu(conv(self.hidden, 3, 1, self.dtype, "mlp_shared_0")(seg))
+        gamma = conv(x.shape[-1], 3, 1, self.dtype, "mlp_gamma")(actv)
+        beta = conv(x.shape[-1], 3, 1, self.dtype, "mlp_beta")(actv)
+        return instance_norm(x) * (1 + gamma) + beta
+
+
+class SPADEBlock(nn.Module):
+    """SPADE → ReLU → conv 3x3 → SPADE → ReLU → conv 3x3 (no shortcut)."""
+    out_channels: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, seg):
+        x = conv(x.shape[-1], 3, 1, self.dtype, "conv_0")(
+            nn.relu(SPADELayer(dtype=self.dtype, name="SPADE_0")(x, seg)))
+        return conv(self.out_channels, 3, 1, self.dtype, "conv_1")(
+            nn.relu(SPADELayer(dtype=self.dtype, name="SPADE_1")(x, seg)))
+
+
+class SPADEDecoder(nn.Module):
+    """seg conv, then SPADE blocks C→C/4 (↑2) → C/16 (↑2) → C/16 → C/16, 7x7 conv, sigmoid."""
+    mid_channels: int = 128
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        seg = nn.relu(conv(self.mid_channels, 3, 1, self.dtype, "seg_conv_0")(x))
+        c = x.shape[-1]
+        up = lambda y: resize_bilinear(y, (2 * y.shape[1], 2 * y.shape[2]), align_corners=True)
+        x = up(SPADEBlock(c // 4, self.dtype, name="SPADE_0")(x, seg))
+        x = up(SPADEBlock(c // 16, self.dtype, name="SPADE_1")(x, seg))
+        x = SPADEBlock(c // 16, self.dtype, name="SPADE_2")(x, seg)
+        x = SPADEBlock(c // 16, self.dtype, name="SPADE_3")(x, seg)
+        x = conv(3, 7, 3, self.dtype, "final_0")(x)
+        return jax.nn.sigmoid(x.astype(jnp.float32))

@@ -1,0 +1,173 @@
+"""Operations against hand-computed values, closed forms and independent references."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.ndimage
+import scipy.signal
+import skimage.transform
+
+from fnevr_jax.ops import (anti_alias_downsample, anti_alias_kernel, coordinate_grid, grid_sample,
+                           inv2x2, kp2gaussian, resize_bilinear, resize_nearest,
+                           upsample_nearest2x)
+
+IMG = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], np.float32)[None, :, :, None]  # H=2, W=3
+
+# (gx, gy) → expected value, worked out by hand from PyTorch's definitions (see module docstring
+# of fnevr_jax/ops/grid_sample.py): align_corners=True maps x = (gx+1)/2·(W-1); False maps
+# x = ((gx+1)·W - 1)/2; zeros drops out-of-range taps, border clamps, reflection mirrors.
+CASES = {
+    (True, "zeros"): {(-1, -1): 1.0, (1, 1): 6.0, (0, 0): 3.5, (1.5, 0): 2.25, (-2, -1): 0.0},
+    (True, "border"): {(-1, -1): 1.0, (1, 1): 6.0, (0, 0): 3.5, (1.5, 0): 4.5, (-2, -1): 1.0},
+    (True, "reflection"): {(-1, -1): 1.0, (1, 1): 6.0, (0, 0): 3.5, (1.5, 0): 4.0, (-2, -1): 2.0},
+    (False, "zeros"): {(-1, -1): 0.25, (1, 1): 1.5, (0, 0): 3.5, (1, 0): 2.25, (-1.5, 0): 0.0},
+    (False, "border"): {(-1, -1): 1.0, (1, 1): 6.0, (0, 0): 3.5, (1, 0): 4.5, (-1.5, 0): 2.5},
+    (False, "reflection"): {(-1, -1): 1.0, (1, 1): 6.0, (0, 0): 3.5, (1, 0): 4.5,
+                            (-1.5, 0): 2.75},
+}
+
+
+@pytest.mark.parametrize("align_corners,padding", sorted(CASES))
+def test_grid_sample_hand_values(align_corners, padding):
+    points = CASES[(align_corners, padding)]
+    grid = jnp.asarray(list(points), jnp.float32)[None, None]  # [1,1,N,2]
+    out = grid_sample(jnp.asarray(IMG), grid, padding, align_corners)[0, 0, :, 0]
+    np.testing.assert_allclose(out, list(points.values()), atol=1e-6)
+
+
+def test_grid_sample_identity_is_not_exact_without_align_corners():
+    ones = jnp.ones((1, 4, 4, 1))
+    out = grid_sample(ones, coordinate_grid((4, 4))[None])[0, :, :, 0]
+    np.testing.assert_allclose(out[0, 0], 0.25, atol=1e-6)  # corners lose 3 of 4 taps
+    np.testing.assert_allclose(out[0, 1:3], 0.5, atol=1e-6)  # edges lose 2
+    np.testing.assert_allclose(out[1:3, 1:3], 1.0, atol=1e-6)
+    exact = grid_sample(ones, coordinate_grid((4, 4))[None], align_corners=True)
+    np.testing.assert_allclose(exact, 1.0, atol=1e-6)
+
+
+def _reference_sample(img, gx, gy, padding, align_corners):
+    """Scalar re-derivation: unnormalise, pad, then bilinear with explicit out-of-range checks."""
+    h, w = img.shape
+
+    def coord(g, size):
+        c = (g + 1) / 2 * (size - 1) if align_corners else ((g + 1) * size - 1) / 2
+        if padding == "border":
+            c = min(max(c, 0), size - 1)
+        elif padding == "reflection":
+            lo, hi = (0, size - 1) if align_corners else (-0.5, size - 0.5)
+            span = hi - lo
+            d = abs(c - lo)
+            c = lo + (d % span if int(d // span) % 2 == 0 else span - d % span)
+            c = min(max(c, 0), size - 1)
+        return c
+
+    x, y = coord(gx, w), coord(gy, h)
+    x0, y0 = int(np.floor(x)), int(np.floor(y))
+    total = 0.0
+    for xi, yi in ((x0, y0), (x0 + 1, y0), (x0, y0 + 1), (x0 + 1, y0 + 1)):
+        if 0 <= xi < w and 0 <= yi < h:
+            total += (1 - abs(x - xi)) * (1 - abs(y - yi)) * img[yi, xi]
+    return total
+
+
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_grid_sample_random_points(padding, align_corners):
+    rng = np.random.default_rng(0)
+    img = rng.standard_normal((5, 7)).astype(np.float32)
+    pts = rng.uniform(-2.5, 2.5, size=(64, 2)).astype(np.float32)
+    out = grid_sample(jnp.asarray(img)[None, :, :, None], jnp.asarray(pts)[None, None],
+                      padding, align_corners)[0, 0, :, 0]
+    ref = [_reference_sample(img, gx, gy, padding, align_corners) for gx, gy in pts]
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+def test_grid_sample_gradients_match_finite_differences():
+    rng = np.random.default_rng(1)
+    img = jnp.asarray(rng.standard_normal((1, 6, 6, 2)), jnp.float32)
+    grid = jnp.asarray(rng.uniform(-0.9, 0.9, size=(1, 3, 3, 2)), jnp.float32)
+    probe = jnp.asarray(rng.standard_normal((1, 3, 3, 2)), jnp.float32)
+
+    def loss(img, grid):
+        return jnp.sum(grid_sample(img, grid, "border") * probe)
+
+    g_img, g_grid = jax.jit(jax.grad(loss, argnums=(0, 1)))(img, grid)
+    eps = 1e-3
+    for idx in [(0, 1, 2, 0), (0, 2, 0, 1)]:
+        d = jnp.zeros_like(grid).at[idx].set(eps)
+        fd = (loss(img, grid + d) - loss(img, grid - d)) / (2 * eps)
+        np.testing.assert_allclose(g_grid[idx], fd, rtol=2e-2, atol=2e-3)
+    for idx in [(0, 2, 3, 0), (0, 4, 1, 1)]:
+        d = jnp.zeros_like(img).at[idx].set(eps)
+        fd = (loss(img + d, grid) - loss(img - d, grid)) / (2 * eps)
+        np.testing.assert_allclose(g_img[idx], fd, rtol=2e-2, atol=2e-3)
+    # Every pixel gradient equals the summed bilinear weights times the probe (linear in img).
+    ref = jax.vjp(lambda x: grid_sample(x, grid, "border"), img)[1](probe)[0]
+    np.testing.assert_allclose(g_img, ref, atol=1e-6)
+
+
+def test_resize_bilinear_align_corners_true_matches_map_coordinates():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, 5, 7, 2)).astype(np.float32)
+    out = resize_bilinear(jnp.asarray(x), (10, 14), align_corners=True)
+    ys = np.arange(10) * 4 / 9
+    xs = np.arange(14) * 6 / 13
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    for c in range(2):
+        ref = scipy.ndimage.map_coordinates(x[0, :, :, c], [yy, xx], order=1)
+        np.testing.assert_allclose(out[0, :, :, c], ref, atol=1e-5)
+
+
+def test_resize_bilinear_half_pixel_matches_skimage():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 8)).astype(np.float32)
+    out = resize_bilinear(jnp.asarray(x)[None, :, :, None], (12, 24))[0, :, :, 0]
+    ref = skimage.transform.resize(x, (12, 24), order=1, mode="edge", anti_aliasing=False)
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+    np.testing.assert_allclose(resize_bilinear(jnp.asarray([[[[0.0], [1.0]]]]), (1, 4))[0, 0, :, 0],
+                               [0.0, 0.25, 0.75, 1.0], atol=1e-6)
+
+
+def test_resize_nearest():
+    x = jnp.arange(6.0).reshape(1, 2, 3, 1)
+    np.testing.assert_array_equal(upsample_nearest2x(x)[0, :, :, 0],
+                                  np.repeat(np.repeat(np.arange(6.0).reshape(2, 3), 2, 0), 2, 1))
+    np.testing.assert_array_equal(resize_nearest(x, (4, 6)), upsample_nearest2x(x))
+    np.testing.assert_array_equal(resize_nearest(x, (1, 3))[0, 0, :, 0], [0.0, 1.0, 2.0])
+
+
+@pytest.mark.parametrize("scale", [0.25, 0.5, 0.125])
+def test_anti_alias_downsample(scale):
+    kernel = anti_alias_kernel(scale)
+    sigma = (1 / scale - 1) / 2
+    assert kernel.shape[0] == 2 * round(4 * sigma) + 1
+    np.testing.assert_allclose(kernel.sum(), 1.0, rtol=1e-6)
+    rng = np.random.default_rng(4)
+    x = rng.uniform(size=(1, 32, 32, 2)).astype(np.float32)
+    out = anti_alias_downsample(jnp.asarray(x), scale)
+    k = kernel.shape[0] // 2
+    step = int(1 / scale)
+    for c in range(2):
+        padded = np.pad(x[0, :, :, c], k)  # zero padding
+        ref = scipy.signal.correlate2d(padded, kernel, mode="valid")[::step, ::step]
+        np.testing.assert_allclose(out[0, :, :, c], ref, atol=1e-5)
+
+
+def test_coordinate_grid_and_kp2gaussian_closed_form():
+    grid = coordinate_grid((5, 9))
+    np.testing.assert_allclose(grid[0, 0], [-1, -1])
+    np.testing.assert_allclose(grid[-1, -1], [1, 1])
+    np.testing.assert_allclose(grid[2, 4], [0, 0], atol=1e-7)
+    np.testing.assert_allclose(grid[0, 1], [-0.75, -1])  # x varies along the width
+    kp = jnp.asarray([[[0.0, 0.0], [0.5, -1.0]]])
+    heat = kp2gaussian(kp, (5, 9), 0.01)
+    assert heat.shape == (1, 5, 9, 2)
+    np.testing.assert_allclose(heat[0, 2, 4, 0], 1.0)
+    np.testing.assert_allclose(heat[0, 2, 5, 0], np.exp(-0.25**2 / 0.02), rtol=1e-6)
+    np.testing.assert_allclose(heat[0, 0, 6, 1], 1.0)
+
+
+def test_inv2x2_matches_numpy():
+    rng = np.random.default_rng(5)
+    m = rng.standard_normal((3, 4, 2, 2)).astype(np.float32) + 2 * np.eye(2, dtype=np.float32)
+    np.testing.assert_allclose(inv2x2(jnp.asarray(m)), np.linalg.inv(m), rtol=1e-5, atol=1e-5)
