@@ -1,0 +1,79 @@
+"""Network structure: official parameter counts, BatchNorm modes, other sizes."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from configs import fnevr as fnevr_configs
+from fnevr_jax.models import build_models, example_inputs, init_variables
+from fnevr_jax.models.blocks import DownBlock2d
+
+
+def _count(tree):
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+@pytest.mark.parametrize("variant,generator_params", [("vox256", 47_179_657), ("fomm", 45_575_391)])
+def test_official_parameter_counts(variant, generator_params):
+    config = fnevr_configs.get_config(variant)
+    variables = jax.eval_shape(lambda: init_variables(config, jax.random.key(0)))
+    params = variables["params"]
+    assert _count(params["kp_detector"]) == 14_215_368
+    assert _count(params["generator"]) == generator_params
+    assert _count(params["discriminator"]) == 2_758_849
+
+
+def test_batchnorm_train_uses_global_batch_statistics_when_sharded():
+    block = DownBlock2d(8)
+    x = jax.random.normal(jax.random.key(1), (8, 8, 8, 3)) * 3 + 1
+    variables = block.init(jax.random.key(0), x)
+    step = lambda v, x: block.apply(v, x, train=True, mutable=["batch_stats"])
+    ref_out, ref_stats = jax.jit(step)(variables, x)
+    mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
+    xs = jax.device_put(x, NamedSharding(mesh, P("data")))
+    rep = jax.device_put(variables, NamedSharding(mesh, P()))
+    out, stats = jax.jit(step)(rep, xs)
+    assert len(xs.sharding.device_set) == 8
+    np.testing.assert_allclose(out, ref_out, atol=1e-5)
+    np.testing.assert_allclose(stats["batch_stats"]["norm"]["mean"],
+                               ref_stats["batch_stats"]["norm"]["mean"], atol=1e-6)
+    # PyTorch momentum 0.1: running = 0.9 · running + 0.1 · batch mean (per channel).
+    conv_out = jax.lax.conv_general_dilated(
+        x, variables["params"]["conv"]["kernel"], (1, 1), ((1, 1), (1, 1)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC")) + variables["params"]["conv"]["bias"]
+    np.testing.assert_allclose(stats["batch_stats"]["norm"]["mean"],
+                               0.1 * conv_out.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
+    # Inference uses the running statistics: output no longer depends on the batch mates.
+    updated = {**variables, **stats}
+    np.testing.assert_allclose(block.apply(updated, x[:1]), block.apply(updated, x)[:1], atol=1e-6)
+
+
+def test_hd512_runs_keypoints_and_motion_at_64():
+    config = fnevr_configs.get_config("hd512")
+    models = build_models(config)
+    image, kp = example_inputs(config)
+    kp_shapes = jax.eval_shape(models["kp_detector"].init, jax.random.key(0), image)
+    out = jax.eval_shape(lambda: models["generator"].init_with_output(
+        jax.random.key(0), image, kp, kp)[0])
+    assert out["prediction"].shape == (1, 512, 512, 3)
+    assert out["mask"].shape == (1, 64, 64, 11)
+    assert out["render"].shape == (1, 512, 512, 3)
+    assert _count(kp_shapes["params"]) == 14_215_368
+
+
+def test_bfloat16_compute_keeps_float32_params_and_outputs():
+    config = fnevr_configs.get_config("fomm")
+    config.dtype = "bfloat16"
+    config.image_size = 128
+    models = build_models(config)
+    image, _ = example_inputs(config)
+    variables = models["kp_detector"].init(jax.random.key(0), image)
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables))
+    kp = models["kp_detector"].apply(variables, image + 0.5)
+    assert kp["value"].dtype == jnp.float32
+    assert np.isfinite(np.asarray(kp["value"])).all()
+    f32 = fnevr_configs.get_config("fomm")
+    f32.image_size = 128
+    ref = build_models(f32)["kp_detector"].apply(variables, image + 0.5)
+    np.testing.assert_allclose(kp["value"], ref["value"], atol=5e-2)
