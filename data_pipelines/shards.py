@@ -32,7 +32,7 @@ exist, and every clip of a dataset has the same ones):
   right, y up and z out of the face; the head rotation is ``Rz(roll) @ Ry(yaw) @ Rx(pitch)``
   (see ``euler_to_matrix``), and a head point ``p`` lies at ``diag(1,-1,-1) @ R @ p + t`` in
   OpenCV camera coordinates (x right, y down, z forward).
-- ``mask`` (T encoded single-channel PNGs): the foreground (head) mask, 255 inside.
+- ``mask`` (T encoded single-channel PNGs): the foreground (head, hair, neck) mask, 255 inside.
 - ``intrinsics`` (T, 3, 3) float32: the pinhole matrix K in pixels of the stored frame.
 - ``extrinsics`` (T, 4, 4) float32: camera-to-world for an OpenCV camera, the world being the
   head frame (head pose folded into the camera, as in HeadNeRF).
