@@ -65,7 +65,8 @@ class Identity:
             (self.radii - [0.78, 1.01, 0.9]) / 0.07, self.skin * 2 - 1, self.hair * 2 - 1,
             [(self.hairline - 0.5) / 0.15, (self.hair_volume - 1.09) / 0.06,
              (self.eye_x - 0.32) / 0.04, (self.eye_y - 0.17) / 0.05,
-             (self.nose - 1.0) / 0.2, (self.mouth_width - 0.27) / 0.05],
+             (self.eye_size - 0.115) / 0.015, (self.nose - 1.0) / 0.2,
+             (self.mouth_width - 0.27) / 0.05],
         ]).astype(np.float32)
 
 

@@ -1,0 +1,344 @@
+"""grain loaders over clip shards: training pairs, evaluation clips and NeRF head samples.
+
+All frames come out as float32 NHWC in [0, 1]; masks as float32 (H, W, 1) in {0, 1}.
+
+- ``train_pairs``: first-order-model's sampling. An epoch visits every identity
+  ``num_repeats`` times in a shuffled order; a visit picks one of the identity's clips and two
+  frames (uniform with replacement, sorted: source first), then augments both frames alike:
+  time flip with p=0.5 (swaps source and driving), otherwise horizontal flip with p=0.5, then
+  colour jitter (brightness, contrast, saturation, hue 0.1, in random order, on uint8 images as
+  torchvision's PIL functions do).
+- ``eval_clips``: whole clips in order, optionally capped to their first frames.
+- ``nerf_samples``: single frames with mask, camera and identity/expression codes.
+
+Every pipeline is a grain ``MapDataset`` over the records, sliced per process (``process_index``
+and ``process_count`` default to JAX's), so processes see disjoint parts that together make
+up each epoch. Randomness comes from grain's per-element seeds, so a pipeline is a pure
+function of its seed, and ``iter(ds).get_state()`` / ``set_state`` resume it exactly (also
+through ``grain.checkpoint.CheckpointSave`` in an orbax checkpoint). ``global_batches`` turns
+the per-process batches into global ``jax.Array`` batches sharded over a mesh axis.
+"""
+from __future__ import annotations
+
+import grain
+import numpy as np
+from PIL import Image, ImageEnhance
+
+from data_pipelines import shards
+
+FRAME_FIELDS = ("face_box", "landmarks", "pose", "intrinsics", "extrinsics", "identity_code",
+                "expression_code", "mask")
+NERF_FIELDS = ("mask", "intrinsics", "extrinsics", "identity_code", "expression_code")
+
+
+def _adjust_hue(img: Image.Image, factor: float) -> Image.Image:
+    h, s, v = img.convert("HSV").split()
+    shift = int(factor * 255) % 256          # uint8 wrap-around, as torchvision's PIL path
+    h = Image.fromarray((np.asarray(h, np.uint8) + np.uint8(shift)).astype(np.uint8), "L")
+    return Image.merge("HSV", (h, s, v)).convert("RGB")
+
+
+def color_jitter(frames: np.ndarray, rng: np.random.Generator, brightness: float = 0.1,
+                 contrast: float = 0.1, saturation: float = 0.1, hue: float = 0.1) -> np.ndarray:
+    """first-order-model's ``ColorJitter`` on uint8 (T, H, W, 3) frames, the same for all.
+
+    Factors: brightness, contrast, saturation from U[1-x, 1+x], hue from U[-x, x]; the four
+    operations run in a random order, each on uint8 PIL images.
+    An amount of 0 leaves its operation out.
+    """
+    ops = []
+    if brightness > 0:
+        f_b = rng.uniform(max(0, 1 - brightness), 1 + brightness)
+        ops.append(lambda im: ImageEnhance.Brightness(im).enhance(f_b))
+    if contrast > 0:
+        f_c = rng.uniform(max(0, 1 - contrast), 1 + contrast)
+        ops.append(lambda im: ImageEnhance.Contrast(im).enhance(f_c))
+    if saturation > 0:
+        f_s = rng.uniform(max(0, 1 - saturation), 1 + saturation)
+        ops.append(lambda im: ImageEnhance.Color(im).enhance(f_s))
+    if hue > 0:
+        f_h = rng.uniform(-hue, hue)
+        ops.append(lambda im: _adjust_hue(im, f_h))
+    order = rng.permutation(len(ops))
+    out = []
+    for frame in frames:
+        im = Image.fromarray(frame)
+        for k in order:
+            im = ops[k](im)
+        out.append(np.asarray(im))
+    return np.stack(out)
+
+
+def hflip_fields(fields: dict, width: int) -> dict:
+    """Mirrors per-frame ground truth with the image (x -> -x).
+
+    Mirrored landmarks keep their order (mediapipe's left-eye points end up on the right).
+    The extrinsics describe the mirrored head in a mirrored world.
+    """
+    out = dict(fields)
+    if "landmarks" in out:
+        out["landmarks"] = out["landmarks"] * np.float32([-1, 1, 1])
+    if "face_box" in out:
+        b = out["face_box"]
+        out["face_box"] = np.stack([-b[..., 2], b[..., 1], -b[..., 0], b[..., 3]], -1)
+    if "pose" in out:                         # mirror: yaw and roll change sign
+        out["pose"] = out["pose"] * np.float32([-1, 1, -1])
+    if "mask" in out:
+        out["mask"] = out["mask"][:, :, ::-1]
+    if "extrinsics" in out:                   # S @ c2w @ S with S = diag(-1, 1, 1, 1)
+        s = np.diag(np.float32([-1, 1, 1, 1]))
+        out["extrinsics"] = s @ out["extrinsics"] @ s
+    if "intrinsics" in out:
+        k = out["intrinsics"].copy()
+        k[..., 0, 2] = (width - 1) - k[..., 0, 2]
+        out["intrinsics"] = k
+    return out
+
+
+def _frame_fields(record: dict, indices, names) -> dict:
+    out = {}
+    for name in names:
+        if name == "mask":
+            out[name] = shards.clip_masks(record, indices)
+        else:
+            out[name] = np.asarray(record[name][list(indices)], np.float32)
+    return out
+
+
+def _to_float(frames) -> np.ndarray:
+    return np.asarray(frames, np.float32) / np.float32(255)
+
+
+def _mask_float(mask) -> np.ndarray:
+    return np.asarray(mask, np.float32)[..., None]
+
+
+class _Records:
+    """Lazily opened record source (picklable for grain worker processes)."""
+
+    def __init__(self, split: shards.Split):
+        self._paths = [str(p) for p in split.paths]
+        self._source = None
+
+    def __getitem__(self, index):
+        if self._source is None:
+            self._source = grain.sources.ArrayRecordDataSource(self._paths)
+        return shards.decode_clip(self._source[int(index)])
+
+
+class _Visit(grain.transforms.MapWithIndex):
+    """Epoch position -> (sample number, identity index)."""
+
+    def __init__(self, n: int):
+        self._n = n
+
+    def map_with_index(self, index, i):
+        return index, i % self._n
+
+
+class PairSampler(grain.transforms.RandomMap):
+    """(sample number, identity index) -> an augmented (source, driving) pair of a clip."""
+
+    def __init__(self, split: shards.Split, augment: bool, fields=(), jitter=(0.1,) * 4):
+        self._records = _Records(split)
+        self._num_frames = split.num_frames
+        self._clips = [np.flatnonzero(split.identity == i) for i in range(len(split.identities))]
+        self._augment = augment
+        self._fields = tuple(fields)
+        self._jitter = tuple(jitter)
+
+    def random_map(self, element, rng: np.random.Generator) -> dict:
+        sample, identity = element
+        clip = int(rng.choice(self._clips[identity]))
+        idx = np.sort(rng.integers(0, self._num_frames[clip], 2))
+        record = self._records[clip]
+        frames = shards.clip_frames(record, idx)
+        extra = _frame_fields(record, idx, self._fields)
+        if self._augment:
+            if rng.uniform() < 0.5:
+                frames, idx = frames[::-1], idx[::-1]
+                extra = {k: v[::-1] for k, v in extra.items()}
+            elif rng.uniform() < 0.5:
+                frames = frames[:, :, ::-1]
+                extra = hflip_fields(extra, frames.shape[2])
+            frames = color_jitter(frames, rng, *self._jitter)
+        frames = _to_float(frames)
+        out = {"source": frames[0], "driving": frames[1], "identity": np.int32(identity),
+               "clip": np.int32(clip), "frames": idx.astype(np.int32),
+               "sample": np.int64(sample)}
+        for k, v in extra.items():
+            v = _mask_float(v) if k == "mask" else v
+            out["source_" + k], out["driving_" + k] = v[0], v[1]
+        return out
+
+
+class _NerfReader(grain.transforms.Map):
+    """Global frame number -> one frame with its mask, camera and codes."""
+
+    def __init__(self, split: shards.Split):
+        self._records = _Records(split)
+        self._starts = np.concatenate([[0], np.cumsum(split.num_frames)])
+        self._identity = split.identity
+
+    def map(self, g) -> dict:
+        clip = int(np.searchsorted(self._starts, g, side="right") - 1)
+        frame = int(g - self._starts[clip])
+        record = self._records[clip]
+        fields = _frame_fields(record, [frame], NERF_FIELDS)
+        out = {"image": _to_float(shards.clip_frames(record, [frame])[0]),
+               "mask": _mask_float(fields.pop("mask")[0]),
+               "identity": np.int32(self._identity[clip]), "clip": np.int32(clip),
+               "frame": np.int32(frame)}
+        out.update({k: v[0] for k, v in fields.items()})
+        return out
+
+
+class _ClipReader(grain.transforms.Map):
+    """Record index -> the whole clip (first ``max_frames`` frames) and its fields."""
+
+    def __init__(self, split: shards.Split, max_frames, fields):
+        self._records = _Records(split)
+        self._split = split
+        self._max_frames = max_frames
+        self._fields = tuple(fields)
+
+    def map(self, clip) -> dict:
+        record = self._records[clip]
+        n = record["num_frames"]
+        idx = range(n if self._max_frames is None else min(n, self._max_frames))
+        out = {"video": _to_float(shards.clip_frames(record, idx)),
+               "clip_id": record["clip_id"], "identity": np.int32(self._split.identity[clip]),
+               "clip": np.int32(clip)}
+        for k, v in _frame_fields(record, idx, self._fields).items():
+            out[k] = _mask_float(v) if k == "mask" else v
+        return out
+
+
+def _process(process_index, process_count):
+    if process_index is None or process_count is None:
+        import jax
+
+        process_index, process_count = jax.process_index(), jax.process_count()
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+    return process_index, process_count
+
+
+def _check_fields(split: shards.Split, fields):
+    unknown = [f for f in fields if f not in FRAME_FIELDS]
+    if unknown:
+        raise ValueError(f"unknown fields {unknown}; known: {FRAME_FIELDS}")
+    absent = [f for f in fields if f not in split.fields]
+    if absent:
+        raise shards.DatasetError(f"{split.data_dir}: fields {absent} are required but the "
+                                  f"dataset has only {split.fields}")
+
+
+def _batched(ds: grain.MapDataset, batch_size: int, process_count: int, worker_count: int,
+             num_threads: int) -> grain.IterDataset:
+    if batch_size % process_count:
+        raise ValueError(f"batch size {batch_size} is not divisible by {process_count} processes")
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=64))
+    it = it.batch(batch_size // process_count, drop_remainder=True)
+    if worker_count > 0:
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():      # grain's workers read absl flags
+            flags.FLAGS.mark_as_parsed()
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+    return it
+
+
+def pair_dataset(data_dir, *, seed: int = 0, split: str = "train", num_repeats: int = 75,
+                 num_epochs: int | None = None, augment: bool = True, jitter=(0.1,) * 4,
+                 fields=(), size=None, process_index: int | None = None,
+                 process_count: int | None = None) -> grain.MapDataset:
+    """The per-process ``MapDataset`` of training pairs (see the module docstring).
+
+    Element: ``source``, ``driving`` (H, W, 3) float32; ``identity``, ``clip`` int32;
+    ``frames`` (2,) int32 frame numbers (source, driving); ``sample`` int64, the position in
+    the global sample stream (epoch * epoch length + position in the epoch);
+    ``source_<f>``/``driving_<f>`` for each requested per-frame field ``f`` (masks
+    (H, W, 1)), flipped with the frames. ``jitter``: brightness, contrast, saturation, hue.
+    ``num_epochs=None`` repeats forever.
+    """
+    p, n = _process(process_index, process_count)
+    sp = shards.open_split(data_dir, split, size=size)
+    _check_fields(sp, fields)
+    n_ids = len(sp.identities)
+    if n_ids == 0:
+        raise shards.DatasetError(f"{data_dir}: split {split!r} is empty")
+    ds = grain.MapDataset.range(n_ids * num_repeats).shuffle(seed=seed)
+    ds = ds.map_with_index(_Visit(n_ids))
+    ds = ds.random_map(PairSampler(sp, augment, fields, jitter), seed=seed)
+    return ds[p::n].repeat(num_epochs)
+
+
+def train_pairs(data_dir, *, batch_size: int, seed: int = 0, worker_count: int = 0,
+                num_threads: int = 16, **kwargs) -> grain.IterDataset:
+    """Batches of ``pair_dataset`` elements; ``batch_size`` is global (over all processes).
+
+    ``worker_count`` > 0 decodes and augments in that many grain worker processes.
+    """
+    p, n = _process(kwargs.pop("process_index", None), kwargs.pop("process_count", None))
+    ds = pair_dataset(data_dir, seed=seed, process_index=p, process_count=n, **kwargs)
+    return _batched(ds, batch_size, n, worker_count, num_threads)
+
+
+def nerf_dataset(data_dir, *, seed: int = 0, split: str = "train",
+                 num_epochs: int | None = None, size=None, process_index: int | None = None,
+                 process_count: int | None = None) -> grain.MapDataset:
+    """Shuffled single frames for the NeRF head model, per process.
+
+    Element: ``image`` (H, W, 3), ``mask`` (H, W, 1), ``intrinsics`` (3, 3), ``extrinsics``
+    (4, 4) camera-to-world, ``identity_code``, ``expression_code`` float32; ``identity``,
+    ``clip``, ``frame`` int32.
+    """
+    p, n = _process(process_index, process_count)
+    sp = shards.open_split(data_dir, split, size=size, require=NERF_FIELDS)
+    ds = grain.MapDataset.range(int(sp.num_frames.sum())).shuffle(seed=seed)
+    return ds.map(_NerfReader(sp))[p::n].repeat(num_epochs)
+
+
+def nerf_samples(data_dir, *, batch_size: int, seed: int = 0, worker_count: int = 0,
+                 num_threads: int = 16, **kwargs) -> grain.IterDataset:
+    """Batches of ``nerf_dataset`` elements; ``batch_size`` is global."""
+    p, n = _process(kwargs.pop("process_index", None), kwargs.pop("process_count", None))
+    ds = nerf_dataset(data_dir, seed=seed, process_index=p, process_count=n, **kwargs)
+    return _batched(ds, batch_size, n, worker_count, num_threads)
+
+
+def eval_clips(data_dir, *, split: str = "test", max_frames: int | None = None, fields=(),
+               size=None, process_index: int | None = None,
+               process_count: int | None = None) -> grain.MapDataset:
+    """Whole clips in record order (this process's share), unbatched.
+
+    Element: ``video`` (T, H, W, 3) float32 with T = min(frames, ``max_frames``),
+    ``clip_id`` str, ``identity`` and ``clip`` int32, and the requested per-frame fields.
+    """
+    p, n = _process(process_index, process_count)
+    sp = shards.open_split(data_dir, split, size=size)
+    _check_fields(sp, fields)
+    return grain.MapDataset.range(len(sp))[p::n].map(_ClipReader(sp, max_frames, fields))
+
+
+class _ToGlobal:
+    def __init__(self, sharding):
+        self._sharding = sharding
+
+    def __call__(self, batch):
+        import jax
+
+        return jax.tree.map(
+            lambda x: jax.make_array_from_process_local_data(self._sharding, np.asarray(x)),
+            batch)
+
+
+def global_batches(ds: grain.IterDataset, mesh, axis: str = "data") -> grain.IterDataset:
+    """Maps per-process batches to global ``jax.Array``s sharded over ``mesh``'s ``axis``.
+
+    The result is still a grain dataset: its iterator's state saves and restores.
+    """
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    return ds.map(_ToGlobal(NamedSharding(mesh, PartitionSpec(axis))))
