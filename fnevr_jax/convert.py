@@ -13,6 +13,7 @@ CLI:
   python -m fnevr_jax.convert --checkpoint vox-cpk.pth.tar --model fomm --out ckpt/fomm
 """
 import argparse
+import pathlib
 import re
 import sys
 
@@ -20,8 +21,10 @@ import jax
 import numpy as np
 
 from configs import fnevr as fnevr_configs
-from fnevr_jax.models import build_models, init_variables
+from fnevr_jax import checkpoint_io, torch_io
+from fnevr_jax.models import init_variables
 from fnevr_jax.ops import anti_alias_kernel
+from fnevr_jax.parity import fixture_state_dict
 
 MODULES = ("kp_detector", "generator", "discriminator")
 RENAMES = {"Render_model": "fvr"}
@@ -150,3 +153,59 @@ def from_torch_state_dict(state_dict, model, config=None):
             f"state dict does not match the {model} network ({len(missing)} missing, "
             f"{len(unexpected)} unexpected, {len(mismatched)} mismatched):\n  " + "\n  ".join(lines))
     return out
+
+
+def official_state_dict(checkpoint):
+    """{prefixed official key: array} from an official `.pth.tar` (read with numpy only)."""
+    tree = torch_io.load_torch_file(checkpoint)
+    if not isinstance(tree, dict) or "generator" not in tree or "kp_detector" not in tree:
+        raise ConversionError(f"{checkpoint}: not a FNeVR/FOMM checkpoint "
+                              "(no 'generator' and 'kp_detector' entries)")
+    return {f"{module}.{k}": v for module in MODULES if module in tree
+            for k, v in torch_io.flatten_arrays(tree[module]).items()}
+
+
+def read_state_dict(path, model):
+    """{prefixed official key: array} from an official checkpoint or a parity-fixture `.npz`."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ConversionError(f"{path}: no such checkpoint file")
+    if path.suffix == ".npz":
+        state, fixture_model = fixture_state_dict(path)
+        if fixture_model != model:
+            raise ConversionError(f"{path}: a {fixture_model!r} fixture, not {model!r}")
+        return state
+    return official_state_dict(path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Convert an official FNeVR / first-order-model checkpoint to orbax.")
+    parser.add_argument("--checkpoint", required=True,
+                        help="official .pth.tar (or a parity-fixture .npz)")
+    parser.add_argument("--model", required=True, choices=("fnevr", "fomm"))
+    parser.add_argument("--out", required=True, help="output checkpoint directory")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    args = parser.parse_args(argv)
+    config = default_config(args.model)
+    try:
+        variables = from_torch_state_dict(read_state_dict(args.checkpoint, args.model),
+                                          args.model, config)
+        out = checkpoint_io.save_variables(args.out, variables, {
+            "model": args.model, "config": config.to_dict(),
+            "source": str(pathlib.Path(args.checkpoint).name)}, overwrite=args.overwrite)
+    except (ConversionError, torch_io.TorchFileError, checkpoint_io.CheckpointError,
+            OSError) as e:
+        lines = str(e).splitlines()
+        more = f" ({'; '.join(s.strip() for s in lines[1:4])}{'; ...' if len(lines) > 4 else ''})" \
+            if len(lines) > 1 else ""
+        print(f"error: {lines[0]}{more}", file=sys.stderr)
+        return 1
+    n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables["params"]))
+    print(f"wrote {out}: {args.model}, {n:,} parameters "
+          f"({', '.join(sorted(variables['params']))})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

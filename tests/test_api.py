@@ -1,0 +1,106 @@
+"""The public API and the command lines: loading every source kind, parity through the API,
+compile-once, and clear one-line errors without partial outputs."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fnevr_jax import checkpoint_io
+from fnevr_jax.api import AnimatorError, load_animator, load_variables
+from fnevr_jax.convert import main as convert_main
+
+sys.path.insert(0, "tests/data")
+from make_tiny_checkpoint import tiny_config, value  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fomm_dir(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("ckpt") / "fomm"
+    assert convert_main(["--checkpoint", str(data_dir / "fomm_seed7.npz"), "--model", "fomm",
+                         "--out", str(out)]) == 0
+    return out
+
+
+def test_orbax_checkpoint_reproduces_official_outputs(fomm_dir, data_dir):
+    data = np.load(data_dir / "fomm_seed7.npz")
+    animator = load_animator(fomm_dir, model="fomm")
+    source = data["source"].astype(np.float32) / 255
+    driving = data["driving"].astype(np.float32) / 255
+    kp_s, kp_d = animator.keypoints(source), animator.keypoints(driving)
+    np.testing.assert_allclose(kp_d["jacobian"], data["kp_driving_jacobian"], atol=1e-4)
+    out = animator.generate(source, kp_s, kp_d)
+    assert set(out) == {"prediction", "occlusion_map", "mask", "deformed"}
+    np.testing.assert_allclose(out["prediction"], data["prediction"], atol=1e-3)
+    # Same shapes again: no recompilation.
+    animator.generate(source, kp_s, kp_d)
+    animator.keypoints(driving)
+    assert animator._generate._cache_size() == 1
+    assert animator._keypoints._cache_size() == 1
+
+
+def test_official_torch_checkpoint_is_read_without_torch(data_dir):
+    config = tiny_config()
+    variables, _, _ = load_variables(data_dir / "tiny_fomm.pth.tar", "fomm", config)
+    key = "generator.down_blocks.1.conv.weight"
+    w = value(key, (16, 8, 3, 3))
+    np.testing.assert_array_equal(
+        variables["params"]["generator"]["down_blocks_1"]["conv"]["kernel"], w.transpose(2, 3, 1, 0))
+    animator = load_animator(variables, "fomm", config)
+    image = np.random.default_rng(0).uniform(size=(2, 64, 64, 3)).astype(np.float32)
+    kp = animator.keypoints(image)
+    out = animator.generate(image, kp, kp)
+    assert out["prediction"].shape == (2, 64, 64, 3)
+    assert np.isfinite(np.asarray(out["prediction"])).all()
+    assert "torch" not in sys.modules
+
+
+def test_variables_dict_and_bad_sources(fomm_dir, tmp_path):
+    variables, metadata = checkpoint_io.load_variables(fomm_dir)
+    assert metadata["model"] == "fomm" and metadata["source"] == "fomm_seed7.npz"
+    animator = load_animator(variables, "fomm")
+    assert animator.model == "fomm"
+    with pytest.raises(AnimatorError, match="holds a 'fomm' model, not 'fnevr'"):
+        load_animator(fomm_dir, "fnevr")
+    with pytest.raises(AnimatorError, match="no such checkpoint"):
+        load_animator(tmp_path / "missing")
+    with pytest.raises(AnimatorError, match=r"must be \[B,H,W,3\]"):
+        animator.keypoints(np.zeros((64, 64, 3), np.float32))
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_errors_are_one_line_and_leave_no_output(tmp_path, data_dir):
+    out = tmp_path / "converted"
+    bad = tmp_path / "bad.pth.tar"
+    bad.write_bytes(b"\x80\x02this is not a checkpoint")
+    for checkpoint, model, message in [
+            (tmp_path / "nothere.pth.tar", "fnevr", "no such checkpoint file"),
+            (bad, "fnevr", "corrupt or truncated torch file"),
+            (data_dir / "tiny_fomm.pth.tar", "fomm", "state dict does not match the fomm network"),
+            (data_dir / "fomm_seed7.npz", "fnevr", "a 'fomm' fixture, not 'fnevr'")]:
+        result = _run("-m", "fnevr_jax.convert", "--checkpoint", str(checkpoint), "--model", model,
+                      "--out", str(out))
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+        assert not out.exists() and list(tmp_path.iterdir()) == [bad]
+
+
+def test_cli_runs_an_image_pair(fomm_dir, data_dir, tmp_path):
+    out = tmp_path / "pair.png"
+    result = _run("-m", "fnevr_jax.api", "--checkpoint", str(fomm_dir), "--model", "fomm",
+                  "--source", str(data_dir / "source.png"), "--driving",
+                  str(data_dir / "driving.png"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    import imageio.v3 as iio
+    picture = iio.imread(out)
+    assert picture.shape == (256, 4 * 256, 3)
+    np.testing.assert_array_equal(picture[:, :256], iio.imread(data_dir / "source.png"))
+    missing = _run("-m", "fnevr_jax.api", "--checkpoint", str(fomm_dir), "--model", "fomm",
+                   "--source", str(tmp_path / "none.png"), "--driving",
+                   str(data_dir / "driving.png"), "--out", str(tmp_path / "x.png"))
+    assert missing.returncode == 1 and "cannot read image" in missing.stderr
+    assert not (tmp_path / "x.png").exists()
