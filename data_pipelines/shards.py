@@ -183,10 +183,11 @@ def atomic_write(path, data: bytes | str) -> None:
     os.replace(tmp, path)
 
 
-def write_shard(path, records, clips) -> None:
+def write_shard(path, records, clips, **meta) -> None:
     """Writes encoded ``records`` to an ArrayRecord shard, then its clip list ``clips``.
 
-    ``clips`` is a list of ``(clip_id, identity, num_frames)`` in record order. The shard is
+    ``clips`` is a list of ``(clip_id, identity, num_frames)`` in record order; ``meta`` is
+    stored beside it (JSON-serialisable; e.g. the inputs that were skipped). The shard is
     written under a temporary name and renamed, then the ``.json`` clip list is written the
     same way: a shard counts as finished only when both exist.
     """
@@ -198,10 +199,18 @@ def write_shard(path, records, clips) -> None:
     try:
         for record in records:
             writer.write(record)
-    finally:
         writer.close()
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
-    atomic_write(str(path) + ".json", json.dumps({"clips": [list(c) for c in clips]}))
+    atomic_write(str(path) + ".json", json.dumps({"clips": [list(c) for c in clips], **meta}))
+
+
+def shard_meta(path) -> dict:
+    """The ``.json`` written beside a finished shard."""
+    return json.loads(pathlib.Path(str(path) + ".json").read_text())
 
 
 def shard_finished(path) -> bool:
@@ -241,7 +250,7 @@ def finalize(out_dir, splits: dict, *, height: int, width: int, encoding: str, f
             path = out_dir / shard_name(split, i, count)
             if not shard_finished(path):
                 raise DatasetError(f"{path} is unfinished")
-            shard_clips = json.loads(pathlib.Path(str(path) + ".json").read_text())["clips"]
+            shard_clips = shard_meta(path)["clips"]
             clips.extend(shard_clips)
             lengths.append(len(shard_clips))
         identities = sorted({c[1] for c in clips})
