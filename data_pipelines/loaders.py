@@ -43,30 +43,36 @@ def color_jitter(frames: np.ndarray, rng: np.random.Generator, brightness: float
     """first-order-model's ``ColorJitter`` on uint8 (T, H, W, 3) frames, the same for all.
 
     Factors: brightness, contrast, saturation from U[1-x, 1+x], hue from U[-x, x]; the four
-    operations run in a random order, each on uint8 PIL images.
-    An amount of 0 leaves its operation out.
+    operations run in a random order, each on uint8 PIL images, exactly as PIL's
+    ``ImageEnhance`` and torchvision's ``adjust_hue`` do per frame. An amount of 0 leaves its
+    operation out. The frames are processed as one tall image (the per-pixel operations do
+    not care; contrast uses each frame's own mean grey level).
     """
+    t, h = frames.shape[:2]
+
+    def contrast_op(im, f):
+        grey = np.asarray(im.convert("L"), np.float64).reshape(t, -1)
+        means = (grey.mean(1) + 0.5).astype(np.uint8)     # int(mean + 0.5) per frame
+        flat = Image.fromarray(np.repeat(means, h)[:, None].repeat(im.size[0], 1), "L")
+        return Image.blend(flat.convert("RGB"), im, f)
+
     ops = []
     if brightness > 0:
         f_b = rng.uniform(max(0, 1 - brightness), 1 + brightness)
         ops.append(lambda im: ImageEnhance.Brightness(im).enhance(f_b))
     if contrast > 0:
         f_c = rng.uniform(max(0, 1 - contrast), 1 + contrast)
-        ops.append(lambda im: ImageEnhance.Contrast(im).enhance(f_c))
+        ops.append(lambda im: contrast_op(im, f_c))
     if saturation > 0:
         f_s = rng.uniform(max(0, 1 - saturation), 1 + saturation)
         ops.append(lambda im: ImageEnhance.Color(im).enhance(f_s))
     if hue > 0:
         f_h = rng.uniform(-hue, hue)
         ops.append(lambda im: _adjust_hue(im, f_h))
-    order = rng.permutation(len(ops))
-    out = []
-    for frame in frames:
-        im = Image.fromarray(frame)
-        for k in order:
-            im = ops[k](im)
-        out.append(np.asarray(im))
-    return np.stack(out)
+    im = Image.fromarray(np.ascontiguousarray(frames).reshape(t * h, *frames.shape[2:]))
+    for k in rng.permutation(len(ops)):
+        im = ops[k](im)
+    return np.asarray(im).reshape(frames.shape)
 
 
 def hflip_fields(fields: dict, width: int) -> dict:
@@ -105,6 +111,11 @@ def _frame_fields(record: dict, indices, names) -> dict:
     return out
 
 
+class _FramesToFloat(grain.transforms.Map):
+    def map(self, batch):
+        return {k: _to_float(v) if k in ("source", "driving") else v for k, v in batch.items()}
+
+
 def _to_float(frames) -> np.ndarray:
     return np.asarray(frames, np.float32) / np.float32(255)
 
@@ -139,8 +150,10 @@ class _Visit(grain.transforms.MapWithIndex):
 class PairSampler(grain.transforms.RandomMap):
     """(sample number, identity index) -> an augmented (source, driving) pair of a clip."""
 
-    def __init__(self, split: shards.Split, augment: bool, fields=(), jitter=(0.1,) * 4):
+    def __init__(self, split: shards.Split, augment: bool, fields=(), jitter=(0.1,) * 4,
+                 uint8: bool = False):
         self._records = _Records(split)
+        self._uint8 = uint8
         self._num_frames = split.num_frames
         self._clips = [np.flatnonzero(split.identity == i) for i in range(len(split.identities))]
         self._augment = augment
@@ -162,7 +175,7 @@ class PairSampler(grain.transforms.RandomMap):
                 frames = frames[:, :, ::-1]
                 extra = hflip_fields(extra, frames.shape[2])
             frames = color_jitter(frames, rng, *self._jitter)
-        frames = _to_float(frames)
+        frames = np.ascontiguousarray(frames) if self._uint8 else _to_float(frames)
         out = {"source": frames[0], "driving": frames[1], "identity": np.int32(identity),
                "clip": np.int32(clip), "frames": idx.astype(np.int32),
                "sample": np.int64(sample)}
@@ -251,7 +264,7 @@ def _batched(ds: grain.MapDataset, batch_size: int, process_count: int, worker_c
 
 def pair_dataset(data_dir, *, seed: int = 0, split: str = "train", num_repeats: int = 75,
                  num_epochs: int | None = None, augment: bool = True, jitter=(0.1,) * 4,
-                 fields=(), size=None, process_index: int | None = None,
+                 fields=(), size=None, uint8: bool = False, process_index: int | None = None,
                  process_count: int | None = None) -> grain.MapDataset:
     """The per-process ``MapDataset`` of training pairs (see the module docstring).
 
@@ -260,7 +273,7 @@ def pair_dataset(data_dir, *, seed: int = 0, split: str = "train", num_repeats: 
     the global sample stream (epoch * epoch length + position in the epoch);
     ``source_<f>``/``driving_<f>`` for each requested per-frame field ``f`` (masks
     (H, W, 1)), flipped with the frames. ``jitter``: brightness, contrast, saturation, hue.
-    ``num_epochs=None`` repeats forever.
+    ``num_epochs=None`` repeats forever. ``uint8=True`` keeps the frames uint8 (0..255).
     """
     p, n = _process(process_index, process_count)
     sp = shards.open_split(data_dir, split, size=size)
@@ -270,7 +283,7 @@ def pair_dataset(data_dir, *, seed: int = 0, split: str = "train", num_repeats: 
         raise shards.DatasetError(f"{data_dir}: split {split!r} is empty")
     ds = grain.MapDataset.range(n_ids * num_repeats).shuffle(seed=seed)
     ds = ds.map_with_index(_Visit(n_ids))
-    ds = ds.random_map(PairSampler(sp, augment, fields, jitter), seed=seed)
+    ds = ds.random_map(PairSampler(sp, augment, fields, jitter, uint8), seed=seed)
     return ds[p::n].repeat(num_epochs)
 
 
@@ -278,11 +291,13 @@ def train_pairs(data_dir, *, batch_size: int, seed: int = 0, worker_count: int =
                 num_threads: int = 16, **kwargs) -> grain.IterDataset:
     """Batches of ``pair_dataset`` elements; ``batch_size`` is global (over all processes).
 
-    ``worker_count`` > 0 decodes and augments in that many grain worker processes.
+    ``worker_count`` > 0 decodes and augments in that many grain worker processes; they pass
+    uint8 frames, turned into float32 in this process.
     """
     p, n = _process(kwargs.pop("process_index", None), kwargs.pop("process_count", None))
-    ds = pair_dataset(data_dir, seed=seed, process_index=p, process_count=n, **kwargs)
-    return _batched(ds, batch_size, n, worker_count, num_threads)
+    ds = pair_dataset(data_dir, seed=seed, process_index=p, process_count=n, uint8=True,
+                      **kwargs)
+    return _batched(ds, batch_size, n, worker_count, num_threads).map(_FramesToFloat())
 
 
 def nerf_dataset(data_dir, *, seed: int = 0, split: str = "train",

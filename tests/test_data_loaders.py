@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 from jax.sharding import Mesh, PartitionSpec
+from PIL import Image, ImageEnhance
 
 from data_pipelines import loaders, shards, synthetic
 
@@ -100,6 +101,34 @@ def test_color_jitter_semantics():
     # The four operations run in a random order: all 24 orders occur.
     orders = {tuple(np.random.default_rng(s).permutation(4)) for s in range(400)}
     assert len(orders) == 24
+
+
+def _jitter_per_frame(frames, rng):
+    """first-order-model's jitter, written out frame by frame with PIL's ImageEnhance."""
+    fb, fc, fs, fh = (rng.uniform(0.9, 1.1), rng.uniform(0.9, 1.1), rng.uniform(0.9, 1.1),
+                      rng.uniform(-0.1, 0.1))
+    ops = [lambda im: ImageEnhance.Brightness(im).enhance(fb),
+           lambda im: ImageEnhance.Contrast(im).enhance(fc),
+           lambda im: ImageEnhance.Color(im).enhance(fs),
+           lambda im: loaders._adjust_hue(im, fh)]
+    order = rng.permutation(4)
+    out = []
+    for f in frames:
+        im = Image.fromarray(f)
+        for k in order:
+            im = ops[k](im)
+        out.append(np.asarray(im))
+    return np.stack(out)
+
+
+def test_color_jitter_equals_pil_frame_by_frame():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, 24, 20, 3), dtype=np.uint8)
+    frames[1] //= 3                                  # a different mean grey level
+    for seed in range(30):
+        np.testing.assert_array_equal(
+            loaders.color_jitter(frames, np.random.default_rng(seed)),
+            _jitter_per_frame(frames, np.random.default_rng(seed)))
 
 
 def test_deterministic_for_a_seed(data):

@@ -61,7 +61,9 @@ def test_voxceleb_layouts(tmp_path, layout):
             _write_folder(inp / split / f"{name}.mp4", frames)
         else:
             _write_strip(inp / split / f"{name}.png", frames)
-    summary = preprocess.run(inp, out, size=32, min_frames=8, progress=False)
+    workers = 2 if layout == "frames" else 0         # also through worker processes
+    summary = preprocess.run(inp, out, size=32, min_frames=8, videos_per_shard=1,
+                             workers=workers, progress=False)
     assert summary["clips"] == {"test": 1, "train": 3} and summary["skipped"] == 0
     train, got = _read_all(out, "train")
     assert train.identities == ["id10001", "id10002"]
