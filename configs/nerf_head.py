@@ -4,8 +4,9 @@ Variants (`get_config(arg)`):
   paper512  the paper's model (default): 32x32x512 feature map, 64 samples per ray, 512x512
             output through 4 renderer units, identity 512-d (AdaFace), expression 46-d
             (FaceWarehouse), MLP 8x384 with a skip into layer 5.
-  quick     the built-in synthetic heads at 64x64 output (16x16x64 features, 24 samples,
-            MLP 4x64); trains in minutes on CPU.
+  quick     the built-in synthetic heads (`data_pipelines.synthetic`: identity 16-d,
+            expression 6-d) at 64x64 output (16x16x64 features, 24 samples, MLP 4x64);
+            trains in minutes on CPU.
 
 Commands:
   python -m fnevr_jax.nerf_head.fit --config=configs/nerf_head.py:quick --synthetic \
@@ -51,15 +52,19 @@ def _model(variant):
         model.xyz_freqs = 6
         model.dir_freqs = 2
         model.renderer_min_channels = 16
+        model.id_dim = 16                 # the synthetic heads' codes (data_pipelines.synthetic)
+        model.expr_dim = 6
         model.remat = False
     return model
 
 
-def _camera():
-    """Default camera: HeadNeRF's fitting camera, f = 812 S / 400 px at about 6.2 units."""
+def _camera(variant):
+    """Default camera on +z looking at the origin (used when no camera is given)."""
     camera = ml_collections.ConfigDict()
-    camera.focal_scale = 812.0 / 400.0    # focal length in units of the image size
-    camera.distance = 6.2                 # camera on +z looking toward the origin
+    camera.focal_scale = 812.0 / 400.0    # HeadNeRF's fitting camera, f = 812 S / 400 px
+    camera.distance = 6.2
+    if variant == "quick":
+        camera.focal_scale = 2.0          # the synthetic heads' camera
     return camera
 
 
@@ -99,7 +104,7 @@ def get_config(arg=None):
     config.variant = variant
     config.seed = 0
     config.model = _model(variant)
-    config.camera = _camera()
+    config.camera = _camera(variant)
     config.loss = _loss()
     config.fit = _fit()
     return config

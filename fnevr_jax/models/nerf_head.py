@@ -231,8 +231,8 @@ def default_camera(batch, output_size, focal_scale, distance):
 def init_params(model, key):
     """Initial parameters for `model`, from dummy codes of its configured dimensions."""
     intrinsics, cam_to_world = default_camera(1, model.output_size, 2.0, 6.0)
-    variables = model.init(key, jnp.zeros((1, model.id_dim)), jnp.zeros((1, model.expr_dim)),
-                           intrinsics, cam_to_world)
+    variables = jax.jit(model.init)(key, jnp.zeros((1, model.id_dim)),
+                                    jnp.zeros((1, model.expr_dim)), intrinsics, cam_to_world)
     return variables["params"]
 
 

@@ -1,0 +1,266 @@
+"""Fitting: inverting the NeRF head renderer for an image (paper section 4.3.1, spec 2.5).
+
+The network is frozen; the variables are offsets of the identity and expression codes and a
+camera delta (Euler angles and translation, orbiting about the head), optimised with Adam at
+HeadNeRF's per-group learning rates decayed by `lr_decay` over the run, against the
+reconstruction loss plus mean-square regularisers on the offsets. The whole loop is one
+compiled `jax.lax.scan`.
+
+  python -m fnevr_jax.nerf_head.fit --config=configs/nerf_head.py:quick --synthetic \
+      --workdir=/tmp/nerf_head_fit
+  python -m fnevr_jax.nerf_head.fit --config=configs/nerf_head.py --checkpoint=CKPT \
+      --image=face.png [--mask=mask.png] [--init_codes=codes.npz] --workdir=/tmp/fit
+
+`--synthetic` renders a target from known codes with a randomly initialised model (seed
+`config.seed`) and starts from perturbed codes and camera, reporting the code error too.
+`--init_codes` is an .npz with z_id [id_dim] and beta [expr_dim], and optionally intrinsics
+[3, 3] (at the output size) and cam_to_world [3, 4]; missing entries start at zero codes and the
+default camera of `config.camera`. Writes codes.npz, render.png (target | render) and
+metrics.json (L1, PSNR, SSIM on the head region over white, and the times) to --workdir.
+"""
+import json
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fnevr_jax import rendering
+from fnevr_jax.models import nerf_head
+from fnevr_jax.nerf_head import losses
+
+OFFSET_GROUPS = {"id": "id", "expr": "expr", "euler": "camera", "translation": "camera"}
+
+
+def init_offsets(batch, id_dim, expr_dim):
+    """Zero offsets: id [B, id_dim], expr [B, expr_dim], euler [B, 3], translation [B, 3]."""
+    return {"id": jnp.zeros((batch, id_dim)), "expr": jnp.zeros((batch, expr_dim)),
+            "euler": jnp.zeros((batch, 3)), "translation": jnp.zeros((batch, 3))}
+
+
+def apply_offsets(offsets, z_id, beta, cam_to_world):
+    """Codes plus offsets, and the camera moved by the delta (R' = dR R, T' = dR T + dt)."""
+    cam = rendering.apply_pose_delta(cam_to_world, offsets["euler"], offsets["translation"])
+    return z_id + offsets["id"], beta + offsets["expr"], cam
+
+
+def make_optimizer(fit_config):
+    """Adam per group (id, expr, camera), lr * lr_decay ** (step / num_iters)."""
+    def adam(lr):
+        return optax.adam(optax.exponential_decay(lr, fit_config.num_iters, fit_config.lr_decay))
+    return optax.multi_transform(
+        {"id": adam(fit_config.lr_id), "expr": adam(fit_config.lr_expr),
+         "camera": adam(fit_config.lr_camera)},
+        OFFSET_GROUPS)
+
+
+def regulariser(offsets, fit_config):
+    """reg_id |d z_id|^2 + reg_expr |d beta|^2 + reg_camera (|d euler|^2 + |d t|^2), as means."""
+    return (fit_config.reg_id * jnp.mean(offsets["id"] ** 2)
+            + fit_config.reg_expr * jnp.mean(offsets["expr"] ** 2)
+            + fit_config.reg_camera * (jnp.mean(offsets["euler"] ** 2)
+                                       + jnp.mean(offsets["translation"] ** 2)))
+
+
+def make_fit_fn(model, loss_config, fit_config, feature_fn=None):
+    """Jitted fit(params, target, mask, z_id, beta, intrinsics, cam_to_world) -> (offsets, losses).
+
+    target [B, S, S, 3] in [0, 1], mask [B, S, S] (head >= 0.5), initial codes and camera as the
+    model takes them. `losses` [num_iters] is the data term before each update.
+    """
+    optimizer = make_optimizer(fit_config)
+    render_background = loss_config.background_weight > 0
+
+    def objective(offsets, params, target, mask, z_id, beta, intrinsics, cam_to_world):
+        z, b, cam = apply_offsets(offsets, z_id, beta, cam_to_world)
+        outputs = model.apply({"params": params}, z, b, intrinsics, cam,
+                              render_background=render_background)
+        data, _ = losses.reconstruction_loss(outputs, target, mask, loss_config, feature_fn)
+        return data + regulariser(offsets, fit_config), data
+
+    grad_fn = jax.grad(objective, has_aux=True)
+
+    def fit(params, target, mask, z_id, beta, intrinsics, cam_to_world):
+        offsets = init_offsets(z_id.shape[0], z_id.shape[-1], beta.shape[-1])
+
+        def step(carry, _):
+            offsets, opt_state = carry
+            grads, data = grad_fn(offsets, params, target, mask, z_id, beta, intrinsics,
+                                  cam_to_world)
+            updates, opt_state = optimizer.update(grads, opt_state, offsets)
+            return (optax.apply_updates(offsets, updates), opt_state), data
+
+        (offsets, _), history = jax.lax.scan(step, (offsets, optimizer.init(offsets)), None,
+                                             length=fit_config.num_iters)
+        return offsets, history
+
+    return jax.jit(fit)
+
+
+def synthetic_problem(model, params, key, camera_config, code_noise=0.5, pose_noise=0.05):
+    """A fitting problem with a known answer, rendered by `model` itself.
+
+    True codes are standard normal; the true camera is the default one moved by a random delta
+    of `pose_noise` (radians and units). The start is the true codes plus `code_noise` normal
+    noise and the default camera. Returns a dict with target, mask, true and start codes and
+    cameras, all with batch 1.
+    """
+    keys = jax.random.split(key, 6)
+    z_true = jax.random.normal(keys[0], (1, model.id_dim))
+    b_true = jax.random.normal(keys[1], (1, model.expr_dim))
+    intrinsics, cam_start = nerf_head.default_camera(1, model.output_size,
+                                                     camera_config.focal_scale,
+                                                     camera_config.distance)
+    cam_true = rendering.apply_pose_delta(
+        cam_start, pose_noise * jax.random.normal(keys[2], (1, 3)),
+        pose_noise * jax.random.normal(keys[3], (1, 3)))
+    render = nerf_head.make_render_fn(model)
+    target = render(params, z_true, b_true, intrinsics, cam_true)["image"]
+    return {
+        "target": target,
+        "mask": jnp.ones(target.shape[:3]),
+        "intrinsics": intrinsics,
+        "z_id_true": z_true,
+        "beta_true": b_true,
+        "cam_to_world_true": cam_true,
+        "z_id": z_true + code_noise * jax.random.normal(keys[4], z_true.shape),
+        "beta": b_true + code_noise * jax.random.normal(keys[5], b_true.shape),
+        "cam_to_world": cam_start,
+    }
+
+
+def code_error(z_id, beta, z_true, beta_true):
+    """RMS distance of the concatenated codes to the true ones."""
+    diff = jnp.concatenate([z_id - z_true, beta - beta_true], axis=-1)
+    return float(jnp.sqrt(jnp.mean(diff ** 2)))
+
+
+def image_metrics(pred, target, mask):
+    """L1, PSNR and SSIM (Gaussian 11, sigma 1.5) of the head region over white, batch 0."""
+    from skimage.metrics import structural_similarity
+    pred = np.asarray(losses.composite_on_white(pred, mask)[0], np.float64)
+    target = np.asarray(losses.composite_on_white(target, mask)[0], np.float64)
+    return {
+        "l1": float(np.mean(np.abs(pred - target))),
+        "psnr": float(losses.psnr(pred, target)),
+        "ssim": float(structural_similarity(pred, target, data_range=1.0, channel_axis=-1,
+                                            gaussian_weights=True, sigma=1.5,
+                                            use_sample_covariance=False)),
+    }
+
+
+def _load_image(path, size, gray=False):
+    from PIL import Image
+    image = Image.open(path).convert("L" if gray else "RGB")
+    if image.width != image.height:
+        raise ValueError(f"{path} is {image.width}x{image.height}: crop it to a square first "
+                         "(resizing a non-square image distorts the face)")
+    image = image.resize((size, size), Image.BILINEAR)
+    return jnp.asarray(np.asarray(image, np.float32) / 255.0)[None]
+
+
+def _load_params(path):
+    import orbax.checkpoint as ocp
+    restored = ocp.StandardCheckpointer().restore(pathlib.Path(path).resolve())
+    return restored.get("params", restored)
+
+
+def _perceptual_features(loss_config):
+    if loss_config.perceptual_weight <= 0:
+        return None
+    from fnevr_jax.pretrained import vgg
+    return vgg.perceptual_feature_fn()
+
+
+def _real_problem(config, model, flags):
+    size = model.output_size
+    target = _load_image(flags.image, size)
+    mask = _load_image(flags.mask, size, gray=True) if flags.mask else jnp.ones((1, size, size))
+    codes = dict(np.load(flags.init_codes)) if flags.init_codes else {}
+    intrinsics, cam = nerf_head.default_camera(1, size, config.camera.focal_scale,
+                                               config.camera.distance)
+    return {
+        "target": target, "mask": mask,
+        "z_id": jnp.asarray(codes.get("z_id", np.zeros(model.id_dim)), jnp.float32)[None],
+        "beta": jnp.asarray(codes.get("beta", np.zeros(model.expr_dim)), jnp.float32)[None],
+        "intrinsics": jnp.asarray(codes["intrinsics"], jnp.float32)[None]
+        if "intrinsics" in codes else intrinsics,
+        "cam_to_world": jnp.asarray(codes["cam_to_world"], jnp.float32)[None]
+        if "cam_to_world" in codes else cam,
+    }
+
+
+def run(config, workdir, flags):
+    """Fits one image as the command line describes; returns the metrics dict."""
+    model = nerf_head.from_config(config.model)
+    if flags.synthetic:
+        params = nerf_head.init_params(model, jax.random.PRNGKey(config.seed))
+        problem = synthetic_problem(model, params, jax.random.PRNGKey(config.seed + 1),
+                                    config.camera)
+    else:
+        params = _load_params(flags.checkpoint)
+        problem = _real_problem(config, model, flags)
+    fit_fn = make_fit_fn(model, config.loss, config.fit, _perceptual_features(config.loss))
+    args = (params, problem["target"], problem["mask"], problem["z_id"], problem["beta"],
+            problem["intrinsics"], problem["cam_to_world"])
+    start = time.perf_counter()
+    compiled = fit_fn.lower(*args).compile()
+    compile_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    offsets, history = jax.block_until_ready(compiled(*args))
+    fit_seconds = time.perf_counter() - start
+
+    z_id, beta, cam = apply_offsets(offsets, problem["z_id"], problem["beta"],
+                                    problem["cam_to_world"])
+    render = nerf_head.make_render_fn(model)
+    pred = render(params, z_id, beta, problem["intrinsics"], cam)["image"]
+    start_pred = render(params, problem["z_id"], problem["beta"], problem["intrinsics"],
+                        problem["cam_to_world"])["image"]
+    metrics = {
+        "variant": config.variant, "iterations": config.fit.num_iters,
+        "fit_seconds": fit_seconds, "compile_seconds": compile_seconds,
+        "loss_first": float(history[0]), "loss_last": float(history[-1]),
+        "start": image_metrics(start_pred, problem["target"], problem["mask"]),
+        "fitted": image_metrics(pred, problem["target"], problem["mask"]),
+    }
+    if flags.synthetic:
+        metrics["code_rms_error_start"] = code_error(problem["z_id"], problem["beta"],
+                                                     problem["z_id_true"], problem["beta_true"])
+        metrics["code_rms_error_fitted"] = code_error(z_id, beta, problem["z_id_true"],
+                                                      problem["beta_true"])
+
+    from PIL import Image
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    np.savez(workdir / "codes.npz", z_id=np.asarray(z_id[0]), beta=np.asarray(beta[0]),
+             intrinsics=np.asarray(problem["intrinsics"][0]), cam_to_world=np.asarray(cam[0]),
+             **{f"offset_{k}": np.asarray(v[0]) for k, v in offsets.items()})
+    pair = np.concatenate([np.asarray(problem["target"][0]), np.asarray(pred[0])], axis=1)
+    Image.fromarray(np.uint8(np.clip(pair, 0, 1) * 255 + 0.5)).save(workdir / "render.png")
+    (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def main(argv):
+    del argv
+    from absl import flags
+    metrics = run(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS)
+    print(json.dumps(metrics, indent=2))
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "configs/nerf_head.py[:variant]",
+                                    lock_config=True)
+    flags.DEFINE_string("workdir", None, "output directory")
+    flags.DEFINE_bool("synthetic", False, "fit a target rendered by a random model")
+    flags.DEFINE_string("checkpoint", None, "orbax checkpoint with the model params")
+    flags.DEFINE_string("image", None, "square RGB image to fit")
+    flags.DEFINE_string("mask", None, "head mask image (white = head); default all head")
+    flags.DEFINE_string("init_codes", None, ".npz with z_id, beta [, intrinsics, cam_to_world]")
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)
