@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as futures
 import dataclasses
+import json
 import multiprocessing
 import pathlib
 import sys
@@ -36,6 +37,7 @@ EXPRESSION_DIM = 6
 EXPRESSION_NAMES = ("eye_open_left", "eye_open_right", "jaw_open", "smile", "brow_raise",
                     "gaze")
 SPLIT_IDS = {"train": 0, "test": 1}
+PLAN = "synthetic_plan.json"
 
 _HAIR = np.array([[0.08, 0.06, 0.05], [0.30, 0.18, 0.09], [0.75, 0.60, 0.35],
                   [0.55, 0.22, 0.08], [0.62, 0.62, 0.62]])
@@ -385,10 +387,20 @@ def generate(output, *, train_clips: int = 200, test_clips: int = 20, identities
              clips_per_shard: int = 25, workers: int = 2, seed: int = 0) -> shards.DatasetInfo:
     """Writes a synthetic dataset (train and test splits, disjoint identities) to ``output``.
 
-    Finished shards of an earlier identical run are kept.
+    Finished shards of an earlier identical run are kept; an earlier run with other options
+    raises ``shards.DatasetError``.
     """
     output = pathlib.Path(output)
     output.mkdir(parents=True, exist_ok=True)
+    plan = dict(train_clips=train_clips, test_clips=test_clips, identities=identities,
+                test_identities=test_identities, frames=frames, size=size, points=points,
+                supersample=supersample, encoding=encoding, quality=quality,
+                clips_per_shard=clips_per_shard, seed=seed)
+    plan_path = output / PLAN
+    if plan_path.exists() and json.loads(plan_path.read_text()) != plan:
+        raise shards.DatasetError(f"{output} holds a synthetic dataset with other options; "
+                                  "use a new --output or the same arguments")
+    shards.atomic_write(plan_path, json.dumps(plan, indent=1))
     counts = {"train": train_clips, "test": test_clips}
     identity_of = _IdentityOf({"train": identities, "test": test_identities})
     opts = dict(frames=frames, size=size, points=points, supersample=supersample)
@@ -434,11 +446,15 @@ def main(argv=None) -> int:
         print("synthetic: counts and sizes must be positive", file=sys.stderr)
         return 2
     start = time.time()
-    info = generate(a.output, train_clips=a.train_clips, test_clips=a.test_clips,
-                    identities=a.identities, test_identities=a.test_identities,
-                    frames=a.frames, size=a.size, points=a.points, supersample=a.supersample,
-                    encoding=a.encoding, quality=a.quality, clips_per_shard=a.clips_per_shard,
-                    workers=a.workers, seed=a.seed)
+    try:
+        info = generate(a.output, train_clips=a.train_clips, test_clips=a.test_clips,
+                        identities=a.identities, test_identities=a.test_identities,
+                        frames=a.frames, size=a.size, points=a.points,
+                        supersample=a.supersample, encoding=a.encoding, quality=a.quality,
+                        clips_per_shard=a.clips_per_shard, workers=a.workers, seed=a.seed)
+    except shards.DatasetError as e:
+        print(f"synthetic: {e}", file=sys.stderr)
+        return 2
     counts = ", ".join(f"{s}: {v['clips']} clips" for s, v in info.splits.items())
     print(f"wrote {a.output} ({counts}) in {time.time() - start:.1f} s")
     return 0

@@ -140,3 +140,5 @@ def test_cli(tmp_path):
     r = subprocess.run(cmd[:-2] + ["--workers", "0"], capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+    r = subprocess.run(cmd + ["--size", "24"], capture_output=True, text=True)
+    assert r.returncode == 2 and "other options" in r.stderr and "Traceback" not in r.stderr
