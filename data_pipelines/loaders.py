@@ -32,10 +32,10 @@ NERF_FIELDS = ("mask", "intrinsics", "extrinsics", "identity_code", "expression_
 
 
 def _adjust_hue(img: Image.Image, factor: float) -> Image.Image:
-    h, s, v = img.convert("HSV").split()
-    shift = int(factor * 255) % 256          # uint8 wrap-around, as torchvision's PIL path
-    h = Image.fromarray((np.asarray(h, np.uint8) + np.uint8(shift)).astype(np.uint8), "L")
-    return Image.merge("HSV", (h, s, v)).convert("RGB")
+    """torchvision's PIL ``adjust_hue``: shift the uint8 hue channel, wrapping around."""
+    hsv = np.array(img.convert("HSV"))
+    hsv[..., 0] += np.uint8(int(factor * 255) % 256)
+    return Image.fromarray(hsv, "HSV").convert("RGB")
 
 
 def color_jitter(frames: np.ndarray, rng: np.random.Generator, brightness: float = 0.1,

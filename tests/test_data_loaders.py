@@ -103,6 +103,13 @@ def test_color_jitter_semantics():
     assert len(orders) == 24
 
 
+def _hue(im, factor):
+    """torchvision's PIL adjust_hue, written out: HSV bands, uint8 hue shift, merge."""
+    h, s, v = im.convert("HSV").split()
+    shifted = (np.asarray(h, np.uint8) + np.uint8(int(factor * 255) % 256)).astype(np.uint8)
+    return Image.merge("HSV", (Image.fromarray(shifted, "L"), s, v)).convert("RGB")
+
+
 def _jitter_per_frame(frames, rng):
     """first-order-model's jitter, written out frame by frame with PIL's ImageEnhance."""
     fb, fc, fs, fh = (rng.uniform(0.9, 1.1), rng.uniform(0.9, 1.1), rng.uniform(0.9, 1.1),
@@ -110,7 +117,7 @@ def _jitter_per_frame(frames, rng):
     ops = [lambda im: ImageEnhance.Brightness(im).enhance(fb),
            lambda im: ImageEnhance.Contrast(im).enhance(fc),
            lambda im: ImageEnhance.Color(im).enhance(fs),
-           lambda im: loaders._adjust_hue(im, fh)]
+           lambda im: _hue(im, fh)]
     order = rng.permutation(4)
     out = []
     for f in frames:
