@@ -239,3 +239,20 @@ def test_loader_errors(data, tmp_path):
         loaders.pair_dataset(data, size=64, **ONE)
     with pytest.raises(ValueError, match="unknown fields"):
         loaders.pair_dataset(data, fields=("colour",), **ONE)
+
+
+def test_iterator_state_in_an_orbax_checkpoint(data, tmp_path):
+    import grain
+    import orbax.checkpoint as ocp
+
+    kw = dict(batch_size=4, num_repeats=2, seed=5, **ONE)
+    it = iter(loaders.train_pairs(data, **kw))
+    _take(it, 2)
+    with ocp.CheckpointManager(tmp_path / "ckpt") as mngr:
+        mngr.save(2, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
+        mngr.wait_until_finished()
+    want = _take(it, 3)
+    resumed = iter(loaders.train_pairs(data, **kw))
+    with ocp.CheckpointManager(tmp_path / "ckpt") as mngr:
+        mngr.restore(2, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(resumed)))
+    assert _same(want, _take(resumed, 3))
