@@ -275,14 +275,15 @@ def load_torch_file(path):
     path = pathlib.Path(path)
     if not path.is_file():
         raise TorchFileError(f"{path}: no such file")
-    raw = path.read_bytes()
+    with open(path, "rb") as f:
+        head = f.read(8)
     try:
-        if raw.startswith(b"PK\x03\x04"):
+        if head.startswith(b"PK\x03\x04"):
             tree = _load_zip(path)
-        elif raw.startswith(b"\x80"):
-            tree = _load_legacy(raw)
+        elif head.startswith(b"\x80"):
+            tree = _load_legacy(path.read_bytes())
         else:
-            raise TorchFileError(f"starts with {raw[:8]!r}: not a torch file")
+            raise TorchFileError(f"starts with {head!r}: not a torch file")
         return _materialize(tree, {})
     except TorchFileError as e:
         raise TorchFileError(f"{path}: {e}") from None
