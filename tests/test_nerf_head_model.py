@@ -154,5 +154,6 @@ def test_config_dims_reach_the_model():
     config = ml_collections.ConfigDict(nerf_head_config.get_config("quick").model.to_dict())
     config.id_dim, config.expr_dim = 100, 79
     model = nerf_head.from_config(config, output_size=32, feature_size=8)
-    params = jax.eval_shape(nerf_head.init_params, model, jax.random.PRNGKey(0))
+    params = jax.eval_shape(lambda key: nerf_head.init_params(model, key),
+                            jax.random.PRNGKey(0))
     assert params["mlp"]["trunk_0"]["kernel"].shape[0] == 100 + 79 + 3 * 2 * model.xyz_freqs

