@@ -157,3 +157,18 @@ def test_config_dims_reach_the_model():
     params = jax.eval_shape(lambda key: nerf_head.init_params(model, key),
                             jax.random.PRNGKey(0))
     assert params["mlp"]["trunk_0"]["kernel"].shape[0] == 100 + 79 + 3 * 2 * model.xyz_freqs
+
+
+def test_feature_output_after_compositing_equals_per_sample_layer():
+    k = jax.random.split(jax.random.PRNGKey(0), 3)
+    hidden = jax.random.normal(k[0], (2, 3, 7, 5))
+    weights = jax.nn.softmax(jax.random.normal(k[1], (2, 3, 7)), -1) * 0.8
+    layer = nerf_head.FeatureOutput(4)
+    composited = jnp.einsum("...s,...sc->...c", weights, hidden)
+    acc = weights.sum(-1)
+    params = jax.jit(layer.init)(k[2], composited, acc)["params"]
+    params = {"kernel": params["kernel"], "bias": params["bias"] + 0.3}
+    per_sample = hidden @ params["kernel"] + params["bias"]
+    expected = jnp.einsum("...s,...sc->...c", weights, per_sample)
+    np.testing.assert_allclose(layer.apply({"params": params}, composited, acc), expected,
+                               rtol=1e-5, atol=1e-5)

@@ -8,7 +8,8 @@ it into the RGB image (eq. 8). NHWC throughout.
 The codes enter the MLP once per image: the first layer's kernel (and the skip layer's) is one
 parameter whose rows are split between the per-sample position encoding and the per-image
 codes, W [gamma(x); z] = W_x gamma(x) + (W_z z) broadcast over rays and samples; the view
-encoding likewise enters once per ray.
+encoding likewise enters once per ray. The MLP's last feature layer is affine, so it is
+applied after compositing, once per ray: sum_i w_i (W f_i + b) = W (sum_i w_i f_i) + acc b.
 """
 import math
 from typing import Callable
@@ -48,20 +49,20 @@ class ConditionalNeRFMLP(nn.Module):
 
     A trunk of `depth` ReLU layers on [gamma(x), codes], the trunk input concatenated again
     into layer `skip_layer`; sigma = relu(Dense_1(h)) depends on position and codes only; the
-    view encoding joins a linear bottleneck in the feature branch (section 2.2.2).
+    view encoding joins a linear bottleneck in the feature branch (section 2.2.2). The branch
+    stops before its last, affine layer (`FeatureOutput`), which runs after compositing.
     `per_image_codes=False` concatenates the codes to every sample instead (the reference path).
     """
     width: int = 384
     depth: int = 8
     skip_layer: int = 5
-    feature_channels: int = 512
     per_image_codes: bool = True
 
     @nn.compact
     def __call__(self, pos_enc, codes, dir_enc):
         """pos_enc [..., S, P]; codes [..., Z] and dir_enc [..., D] broadcastable against it.
 
-        Returns sigma [..., S] and features [..., S, feature_channels].
+        Returns sigma [..., S] and the feature branch's hidden layer [..., S, width / 2].
         """
         if self.per_image_codes:
             trunk_input = (pos_enc, codes)
@@ -82,10 +83,23 @@ class ConditionalNeRFMLP(nn.Module):
                                  name="density")(h)[..., 0])
         bottleneck = nn.Dense(self.width, kernel_init=nn.initializers.glorot_uniform(),
                               name="bottleneck")(h)
-        f = nn.relu(SplitDense(self.width // 2, name="feature_0")(bottleneck, dir_enc))
-        features = nn.Dense(self.feature_channels, kernel_init=nn.initializers.glorot_uniform(),
-                            name="feature_1")(f)
-        return sigma, features
+        return sigma, nn.relu(SplitDense(self.width // 2, name="feature")(bottleneck, dir_enc))
+
+
+class FeatureOutput(nn.Module):
+    """The feature branch's last (affine) layer on composited hidden features.
+
+    Given sum_i w_i f_i [..., H] and acc = sum_i w_i it returns sum_i w_i (W f_i + b), the
+    feature map of eq. 7, with one matmul per ray instead of one per sample.
+    """
+    features: int
+
+    @nn.compact
+    def __call__(self, composited, acc):
+        kernel = self.param("kernel", nn.initializers.glorot_uniform(),
+                            (composited.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        return jnp.matmul(composited, kernel) + acc[..., None] * bias
 
 
 def upsample_nearest(x):
@@ -189,13 +203,14 @@ class NeRFHead(nn.Module):
                                                 self.posenc_form)[..., None, :]
         codes = jnp.concatenate([z_id, beta], axis=-1)[:, None, None, None, :]
         mlp_cls = nn.remat(ConditionalNeRFMLP) if self.remat else ConditionalNeRFMLP
-        sigma, sample_features = mlp_cls(self.mlp_width, self.mlp_depth, self.mlp_skip_layer,
-                                         self.feature_channels, self.per_image_codes,
-                                         name="mlp")(pos_enc, codes, dir_enc)
+        sigma, hidden = mlp_cls(self.mlp_width, self.mlp_depth, self.mlp_skip_layer,
+                                self.per_image_codes, name="mlp")(pos_enc, codes, dir_enc)
         _, _, weights = rendering.compute_weights(sigma, deltas)
+        hidden, acc = rendering.composite(weights, hidden)
+        features = FeatureOutput(self.feature_channels, name="feature_out")(hidden, acc)
         background = self.param("background", nn.initializers.constant(self.background_init),
                                 (1, size, size, self.feature_channels))
-        features, acc = rendering.composite(weights, sample_features, background)
+        features = features + (1.0 - acc)[..., None] * background
         renderer = NeuralRenderer(self.num_units, self.renderer_min_channels, name="renderer")
         out = {
             "image": renderer(features),
