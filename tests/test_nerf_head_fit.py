@@ -81,3 +81,35 @@ def test_fit_command_line_synthetic(tmp_path):
     assert saved["fitted"]["psnr"] > saved["start"]["psnr"]
     assert set(np.load(tmp_path / "codes.npz")) >= {"z_id", "beta", "intrinsics", "cam_to_world"}
     assert metrics["iterations"] == 20 and metrics["fit_seconds"] > 0
+
+
+def test_fit_command_line_image_checkpoint_and_codes(tmp_path):
+    from PIL import Image
+
+    from fnevr_jax import checkpoint_io
+    config = nerf_head_config.get_config("quick")
+    config.model.update(TINY)
+    config.loss.perceptual_weight = 0.0
+    config.fit.num_iters = 10
+    model = nerf_head.from_config(config.model)
+    params = nerf_head.init_params(model, jax.random.PRNGKey(0))
+    checkpoint_io.save_variables(tmp_path / "model", {"params": params}, {"model": "nerf_head"})
+    problem = fit.synthetic_problem(model, params, jax.random.PRNGKey(1), config.camera)
+    Image.fromarray(np.uint8(np.asarray(problem["target"][0]) * 255)).save(tmp_path / "t.png")
+    mask = np.zeros((32, 32), np.uint8)
+    mask[4:28, 6:26] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    np.savez(tmp_path / "init.npz", z_id=np.asarray(problem["z_id"][0]),
+             beta=np.asarray(problem["beta"][0]))
+
+    class Flags:
+        synthetic = False
+        checkpoint = str(tmp_path / "model")
+        image = str(tmp_path / "t.png")
+        mask = str(tmp_path / "m.png")
+        init_codes = str(tmp_path / "init.npz")
+
+    metrics = fit.run(config, tmp_path / "out", Flags)
+    assert metrics["fitted"]["l1"] < metrics["start"]["l1"]
+    codes = np.load(tmp_path / "out" / "codes.npz")
+    assert codes["z_id"].shape == (TINY["id_dim"],) and codes["cam_to_world"].shape == (3, 4)
