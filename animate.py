@@ -38,6 +38,8 @@ VIDEO_SUFFIXES = (".mp4", ".gif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SWEEP_YAW = (-30, -15, 0, 15, 30)
 SWEEP_PITCH = (-20, 0, 20)
+MIN_CONFIDENCE = 0.75   # mediapipe scores faces above 0.9, false detections near 0.6
+MIN_COVERAGE = 0.25     # the driving face track must span this fraction of the frames
 
 
 class AnimateError(Exception):
@@ -108,20 +110,22 @@ def _has_audio(path):
 def source_crop_box(image):
     """The crop box of the largest face in a photo (data_pipelines' crop)."""
     from data_pipelines import face_crop
-    crops = face_crop.find_crops([image], smooth=0)
+    with face_crop.FaceDetector(MIN_CONFIDENCE) as detector:
+        crops = face_crop.find_crops([image], smooth=0, detections=[detector(image)])
     if not crops:
         raise AnimateError("no face found in the source image (--crop)")
     return max(crops, key=lambda c: np.ptp(c.face_boxes[0, [0, 2]])).crop_boxes[0]
 
 
 def driving_crop_boxes(frames):
-    """Per-frame crop boxes (T, 4) of the longest face track; before and after it the nearest
-    box of the track is kept."""
+    """Per-frame crop boxes (T, 4) of the longest face track, which must cover at least
+    MIN_COVERAGE of the frames; before and after it its nearest box is kept."""
     from data_pipelines import face_crop
-    crops = face_crop.find_crops(frames)
-    if not crops:
+    with face_crop.FaceDetector(MIN_CONFIDENCE) as detector:
+        crops = face_crop.find_crops(frames, detections=face_crop.detect_faces(frames, detector))
+    best = max(crops, key=lambda c: len(c.crop_boxes)) if crops else None
+    if best is None or len(best.crop_boxes) < MIN_COVERAGE * len(frames):
         raise AnimateError("no face found in the driving video (--crop)")
-    best = max(crops, key=lambda c: len(c.crop_boxes))
     idx = np.clip(np.arange(len(frames)) - best.start, 0, len(best.crop_boxes) - 1)
     return best.crop_boxes[idx]
 
