@@ -22,7 +22,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     synthetic.main(["--output", str(root / "data"), "--train-clips", "2", "--test-clips", "4",
                     "--test-identities", "2", "--identities", "2", "--frames", "4",
-                    "--size", "64"])
+                    "--size", "64", "--workers", "1"])
     config = fnevr_configs.get_config("quick")
     variables = init_variables(config, jax.random.key(0), with_discriminator=False)
     checkpoint_io.save_variables(root / "ckpt", variables,
