@@ -28,8 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from PIL import Image
+from skimage.metrics import structural_similarity
 
-from fnevr_jax import rendering
+from fnevr_jax import checkpoint_io, rendering
 from fnevr_jax.models import nerf_head
 from fnevr_jax.nerf_head import losses
 
@@ -147,7 +149,6 @@ def code_error(z_id, beta, z_true, beta_true):
 
 def image_metrics(pred, target, mask):
     """L1, PSNR and SSIM (Gaussian 11, sigma 1.5) of the head region over white, batch 0."""
-    from skimage.metrics import structural_similarity
     pred = np.asarray(losses.composite_on_white(pred, mask)[0], np.float64)
     target = np.asarray(losses.composite_on_white(target, mask)[0], np.float64)
     return {
@@ -160,7 +161,6 @@ def image_metrics(pred, target, mask):
 
 
 def _load_image(path, size, gray=False):
-    from PIL import Image
     image = Image.open(path).convert("L" if gray else "RGB")
     if image.width != image.height:
         raise ValueError(f"{path} is {image.width}x{image.height}: crop it to a square first "
@@ -170,7 +170,6 @@ def _load_image(path, size, gray=False):
 
 
 def _load_params(path):
-    from fnevr_jax import checkpoint_io
     variables, _ = checkpoint_io.load_variables(path)
     return jax.tree.map(jnp.asarray, variables["params"])
 
@@ -235,7 +234,6 @@ def run(config, workdir, flags):
         metrics["code_rms_error_fitted"] = code_error(z_id, beta, problem["z_id_true"],
                                                       problem["beta_true"])
 
-    from PIL import Image
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     np.savez(workdir / "codes.npz", z_id=np.asarray(z_id[0]), beta=np.asarray(beta[0]),
