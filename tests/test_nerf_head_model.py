@@ -157,6 +157,13 @@ def test_config_dims_reach_the_model():
     params = jax.eval_shape(lambda key: nerf_head.init_params(model, key),
                             jax.random.PRNGKey(0))
     assert params["mlp"]["trunk_0"]["kernel"].shape[0] == 100 + 79 + 3 * 2 * model.xyz_freqs
+    headnerf = nerf_head.from_config(config, output_size=32, feature_size=8,
+                                     posenc_form="headnerf")
+    params = jax.eval_shape(lambda key: nerf_head.init_params(headnerf, key),
+                            jax.random.PRNGKey(0))
+    assert params["mlp"]["trunk_0"]["kernel"].shape[0] == 100 + 79 + 3 + 3 * 2 * model.xyz_freqs
+    assert params["mlp"]["feature"]["kernel"].shape[0] == (
+        model.mlp_width + 3 + 3 * 2 * model.dir_freqs)
 
 
 def test_feature_output_after_compositing_equals_per_sample_layer():

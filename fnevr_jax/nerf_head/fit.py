@@ -152,7 +152,7 @@ def image_metrics(pred, target, mask):
     pred = np.asarray(losses.composite_on_white(pred, mask)[0], np.float64)
     target = np.asarray(losses.composite_on_white(target, mask)[0], np.float64)
     return {
-        "l1": float(np.mean(np.abs(pred - target))),
+        "l1": float(losses.l1_error(pred, target)),
         "psnr": float(losses.psnr(pred, target)),
         "ssim": float(structural_similarity(pred, target, data_range=1.0, channel_axis=-1,
                                             gaussian_weights=True, sigma=1.5,
