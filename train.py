@@ -13,6 +13,7 @@ import sys
 
 import jax
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from fnevr_jax.training import trainer
@@ -40,18 +41,41 @@ def initialize_distributed():
         pass  # a single process
 
 
+def parse_flags(argv):
+    """absl flag parsing with config-typo and bad-variant errors as one line, exit status 2."""
+    try:
+        return FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, ValueError) as e:
+        text = str(e.args[0] if e.args else e).replace("\\n", "\n").replace("\\'", "'")
+        lines = [line.strip().strip("'") for line in text.splitlines() if line.strip()]
+        message = " ".join(lines[-2:]) if lines[-1].startswith("Did you mean") else lines[-1]
+        print(f"error: bad flag or config field: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+class _QuietLibraries(logging.Filter):
+    """Keeps the libraries' routine INFO lines (orbax writes dozens per checkpoint) out of the log."""
+
+    def filter(self, record):
+        return record.levelno >= logging.WARNING or not any(
+            part in record.pathname for part in ("/orbax/", "/jax/_src/", "/grain/"))
+
+
 def main(argv):
     del argv
+    absl_logging.get_absl_handler().addFilter(_QuietLibraries())
     initialize_distributed()
     logging.info("process %d of %d, %d devices", jax.process_index(), jax.process_count(),
                  jax.device_count())
     try:
-        trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        step, checksum = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except (ValueError, trainer.TrainingError) as e:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1
+    print(f"process {jax.process_index()}: finished at step {step}, "
+          f"parameter checksum {checksum:.12e}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    app.run(main, flags_parser=parse_flags)

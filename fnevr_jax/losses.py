@@ -132,13 +132,15 @@ def sigma_matching(sigma_map, points, weights, valid, alpha1, alpha2, variance):
     """L_σ = exp(-α1 ⟨F_σ, F_m⟩) - α2 (eq. 4), averaged over the samples where `valid`.
 
     sigma_map [B,D,H,W,N_σ] is F_σ; ⟨F_σ, F_m⟩ is the F_m-weighted mean over voxels of the
-    channel-mean of F_σ, i.e. Σ_x F_m(x) F̄_σ(x) / Σ_x F_m(x), so α1 acts on a scale that does
-    not depend on the grid size or the number of points (the paper leaves the normalisation
-    open). Samples without points (`valid` false) contribute nothing.
+    channel-mean of ReLU(F_σ), i.e. Σ_x F_m(x) F̄_σ(x) / Σ_x F_m(x), so α1 acts on a scale that
+    does not depend on the grid size or the number of points (the paper leaves the
+    normalisation open). The ReLU (as the renderer applies to densities) keeps the product
+    non-negative, so the loss stays in (-α2, 1 - α2]. Samples without points (`valid` false)
+    contribute nothing.
     """
     b, d, h, w, _ = sigma_map.shape
     f_m = mesh_heatmap(points, weights, (d, h, w), variance)
-    f_sigma = jnp.mean(sigma_map.astype(jnp.float32), axis=-1)
+    f_sigma = jnp.mean(nn.relu(sigma_map.astype(jnp.float32)), axis=-1)
     inner = jnp.sum(f_m * f_sigma, axis=(1, 2, 3)) / (jnp.sum(f_m, axis=(1, 2, 3)) + 1e-8)
     per_sample = jnp.exp(-alpha1 * inner) - alpha2
     valid = valid.astype(jnp.float32)

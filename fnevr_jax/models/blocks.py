@@ -12,6 +12,11 @@ import jax.numpy as jnp
 from fnevr_jax.ops import upsample_nearest2x
 
 
+def precise(dtype):
+    """The dtype for softmax, sigmoid and normalisation statistics: at least float32."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def batch_norm(train, dtype, name=None):
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
                         name=name)

@@ -5,7 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fnevr_jax.models.blocks import Hourglass
+from fnevr_jax.models.blocks import Hourglass, precise
 from fnevr_jax.ops import anti_alias_downsample, coordinate_grid, grid_sample, inv2x2, kp2gaussian
 
 
@@ -54,12 +54,12 @@ class DenseMotionNetwork(nn.Module):
                              name="hourglass")(x, train)
         mask_logits = nn.Conv(k1, (7, 7), padding=((3, 3), (3, 3)), dtype=self.dtype,
                               name="mask")(features)
-        mask = jax.nn.softmax(mask_logits.astype(jnp.float32), axis=-1)  # [B,h,w,K+1]
+        mask = jax.nn.softmax(mask_logits.astype(precise(self.dtype)), axis=-1)  # [B,h,w,K+1]
         deformation = jnp.sum(mask.transpose(0, 3, 1, 2)[..., None] * motion, axis=1)
         out = {"mask": mask, "deformation": deformation,
                "sparse_deformed": deformed.transpose(0, 3, 1, 2, 4)}
         if self.estimate_occlusion_map:
             occlusion = nn.Conv(1, (7, 7), padding=((3, 3), (3, 3)), dtype=self.dtype,
                                 name="occlusion")(features)
-            out["occlusion_map"] = jax.nn.sigmoid(occlusion.astype(jnp.float32))
+            out["occlusion_map"] = jax.nn.sigmoid(occlusion.astype(precise(self.dtype)))
         return out

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fnevr_jax.models.blocks import ResBlock, UpBlock2d, batch_norm, conv
+from fnevr_jax.models.blocks import ResBlock, UpBlock2d, batch_norm, conv, precise
 
 
 def lift_to_volume(x, depth):
@@ -79,9 +79,10 @@ def volume_render(color, sigma):
 
     color [B,H,W,D,C], sigma [B,H,W,D]; s = ReLU(σ), S_i = Σ_{j<=i} s_j (inclusive), δ = 1.
     """
-    s = nn.relu(sigma.astype(jnp.float32))
+    dtype = precise(sigma.dtype)
+    s = nn.relu(sigma.astype(dtype))
     weights = jnp.exp(-jnp.cumsum(s, axis=-1)) * (1.0 - jnp.exp(-s))
-    return jnp.sum(weights[..., None] * color.astype(jnp.float32), axis=-2)
+    return jnp.sum(weights[..., None] * color.astype(dtype), axis=-2)
 
 
 class FaceVolumeRenderer(nn.Module):
@@ -103,5 +104,5 @@ class FaceVolumeRenderer(nn.Module):
         rendered = jax.nn.sigmoid(volume_render(color, sigma))  # F_r
         x = UpBlock2d(64, self.dtype, name="mini_decoder_0")(rendered.astype(self.dtype), train)
         x = UpBlock2d(3, self.dtype, name="mini_decoder_2")(nn.relu(x), train)
-        image = jax.nn.sigmoid(x.astype(jnp.float32))  # I_m = P_t(F_r); ≥ 0.5 as in the official code
+        image = jax.nn.sigmoid(x.astype(precise(self.dtype)))  # I_m = P_t(F_r); ≥ 0.5 as in the official code
         return {"feature": rendered, "render": image, "sigma_map": sigma_map}

@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fnevr_jax.models.blocks import DownBlock2d, ResBlock, SameBlock2d, UpBlock2d, conv
+from fnevr_jax.models.blocks import DownBlock2d, ResBlock, SameBlock2d, UpBlock2d, conv, precise
 from fnevr_jax.models.dense_motion import DenseMotionNetwork
 from fnevr_jax.models.fvr import FaceVolumeRenderer
 from fnevr_jax.models.spade import SPADEDecoder
@@ -100,4 +100,4 @@ class FOMMGenerator(OcclusionAwareGenerator):
             out = UpBlock2d(self.width(self.num_down_blocks - i - 1), self.dtype,
                             name=f"up_blocks_{i}")(out, train)
         out = conv(3, 7, 3, self.dtype, "final")(out)
-        return {"prediction": jax.nn.sigmoid(out.astype(jnp.float32))}
+        return {"prediction": jax.nn.sigmoid(out.astype(precise(self.dtype)))}

@@ -5,7 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fnevr_jax.models.blocks import Hourglass
+from fnevr_jax.models.blocks import Hourglass, precise
 from fnevr_jax.ops import anti_alias_downsample, coordinate_grid
 
 
@@ -33,9 +33,9 @@ class KPDetector(nn.Module):
         pad = ((self.pad, self.pad),) * 2
         logits = nn.Conv(self.num_kp, (7, 7), padding=pad, dtype=self.dtype, name="kp")(feature_map)
         b, h, w, k = logits.shape
-        logits = logits.astype(jnp.float32).reshape(b, h * w, k) / self.temperature
+        logits = logits.astype(precise(self.dtype)).reshape(b, h * w, k) / self.temperature
         heatmap = jax.nn.softmax(logits, axis=1)  # [B, h*w, K]
-        grid = coordinate_grid((h, w)).reshape(h * w, 2)
+        grid = coordinate_grid((h, w), heatmap.dtype).reshape(h * w, 2)
         out = {"value": jnp.einsum("bnk,nc->bkc", heatmap, grid,
                                    precision=jax.lax.Precision.HIGHEST)}
         if self.estimate_jacobian:
@@ -43,7 +43,7 @@ class KPDetector(nn.Module):
             bias_init = lambda *_: jnp.tile(jnp.array([1.0, 0.0, 0.0, 1.0]), maps)
             jac = nn.Conv(4 * maps, (7, 7), padding=pad, dtype=self.dtype, name="jacobian",
                           kernel_init=nn.initializers.zeros, bias_init=bias_init)(feature_map)
-            jac = jac.astype(jnp.float32).reshape(b, h * w, maps, 4)
+            jac = jac.astype(precise(self.dtype)).reshape(b, h * w, maps, 4)
             jac = jnp.sum(heatmap[..., None] * jac, axis=1)  # [B, K, 4]
             out["jacobian"] = jac.reshape(b, self.num_kp, 2, 2)
         return out

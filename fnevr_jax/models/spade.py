@@ -10,16 +10,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fnevr_jax.models.blocks import conv
+from fnevr_jax.models.blocks import conv, precise
 from fnevr_jax.ops import resize_bilinear, resize_nearest
 
 
 def instance_norm(x, eps=1e-5):
     """Parameter-free instance norm over H, W (biased variance), as `nn.InstanceNorm2d`."""
-    x32 = x.astype(jnp.float32)
-    mean = jnp.mean(x32, axis=(1, 2), keepdims=True)
-    var = jnp.mean(jnp.square(x32 - mean), axis=(1, 2), keepdims=True)
-    return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+    xp = x.astype(precise(x.dtype))
+    mean = jnp.mean(xp, axis=(1, 2), keepdims=True)
+    var = jnp.mean(jnp.square(xp - mean), axis=(1, 2), keepdims=True)
+    return ((xp - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
 
 
 class SPADELayer(nn.Module):
@@ -64,4 +64,4 @@ class SPADEDecoder(nn.Module):
         x = SPADEBlock(c // 16, self.dtype, name="SPADE_2")(x, seg)
         x = SPADEBlock(c // 16, self.dtype, name="SPADE_3")(x, seg)
         x = conv(3, 7, 3, self.dtype, "final_0")(x)
-        return jax.nn.sigmoid(x.astype(jnp.float32))
+        return jax.nn.sigmoid(x.astype(precise(self.dtype)))

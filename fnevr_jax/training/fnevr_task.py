@@ -3,8 +3,8 @@
 One step (as first-order-model's loop): the generator, keypoint detector, pose editor and
 mesh-weight CNN take a step on L_P + L_G + L_E + L_R + L_σ + L_editor (+ feature matching),
 then the discriminator takes a step on the same, detached, prediction. BatchNorm layers use
-the statistics of the whole global batch. In the generator's step the discriminator runs in
-evaluation mode (stored spectral-norm vectors); its power iteration advances in its own step.
+the statistics of the whole global batch; every discriminator call in training mode advances
+its spectral-norm power iteration, as PyTorch's does.
 """
 import functools
 
@@ -57,7 +57,9 @@ class FNeVRTask:
         kind = vgg_lib.VGG_KINDS[config.perceptual.network]
         self.vgg = vgg_lib.ConvFeatures(kind["layers"], kind["taps"][:max(used) + 1],
                                         kind["preprocess"])
-        self.vgg_params = jax.tree.map(jnp.asarray, vgg_lib.load_vgg_params(config.perceptual.network))
+        # Frozen pretrained weights: an argument of the step, not constants baked into it.
+        self.frozen = {"vgg": jax.tree.map(jnp.asarray,
+                                           vgg_lib.load_vgg_params(config.perceptual.network))}
         self.layer_scale = LAYER_SCALE[config.perceptual.network]
         t = config.train
         ids = len(self.split.identities)
@@ -79,7 +81,7 @@ class FNeVRTask:
         t = self.config.train
         boundaries = {int(e * self.steps_per_epoch): 0.1 for e in t.epoch_milestones}
         schedule = optax.piecewise_constant_schedule(lr, boundaries)
-        return optax.adam(schedule, b1=t.adam_b1, b2=t.adam_b2)
+        return optax.adam(schedule, b1=t.adam_b1, b2=t.adam_b2, eps=t.adam_eps)
 
     def learning_rates(self, step):
         t = self.config.train
@@ -113,13 +115,13 @@ class FNeVRTask:
         return {name: params[name]} if name in params else {}
 
     # ------------------------------------------------------------------------------- losses
-    def _vgg_features(self, pyramid):
+    def _vgg_features(self, vgg_params, pyramid):
         """{scale: per-layer VGG features / layer_scale} of an image pyramid."""
-        return {s: tuple(f / k for f, k in zip(self.vgg.apply(self.vgg_params, x),
+        return {s: tuple(f / k for f, k in zip(self.vgg.apply(vgg_params, x),
                                               self.layer_scale))
                 for s, x in pyramid.items()}
 
-    def _forward(self, params, batch_stats, batch, rng):
+    def _forward(self, params, batch_stats, batch, rng, frozen):
         """Generator-side forward pass in training mode: (losses dict, new batch_stats, aux)."""
         c, w = self.config, self.config.loss_weights
         kp_det, gen = self.models["kp_detector"], self.models["generator"]
@@ -139,21 +141,28 @@ class FNeVRTask:
         stats["generator"] = upd["batch_stats"]
 
         scales = tuple(c.perceptual.scales)
-        real = jax.lax.stop_gradient(self._vgg_features(losses.image_pyramid(driving, scales)))
-        fake = self._vgg_features(losses.image_pyramid(out["prediction"], scales))
+        vgg = functools.partial(self._vgg_features, frozen["vgg"])
+        real = jax.lax.stop_gradient(vgg(losses.image_pyramid(driving, scales)))
+        fake = vgg(losses.image_pyramid(out["prediction"], scales))
         terms = {"perceptual": losses.perceptual_pyramid(fake, real, w.perceptual)}
         if "render" in out and any(w.render_perceptual):
-            render = self._vgg_features(losses.image_pyramid(out["render"], scales))
+            render = vgg(losses.image_pyramid(out["render"], scales))
             terms["render_perceptual"] = losses.perceptual_pyramid(render, real,
                                                                    w.render_perceptual)
         if self.use_gan:
             disc = self.models["discriminator"]
-            d_vars = {"params": params["discriminator"], "batch_stats": stats["discriminator"]}
             d_scales = disc.scales
-            d_fake = disc.apply(d_vars, losses.image_pyramid(out["prediction"], d_scales),
-                                jax.lax.stop_gradient(kp_driving))
-            d_real = disc.apply(d_vars, losses.image_pyramid(driving, d_scales),
-                                jax.lax.stop_gradient(kp_driving))
+
+            def discriminate(images):
+                out, upd = disc.apply({"params": params["discriminator"],
+                                       "batch_stats": stats["discriminator"]},
+                                      losses.image_pyramid(images, d_scales),
+                                      jax.lax.stop_gradient(kp_driving), train=True,
+                                      mutable=["batch_stats"])
+                stats["discriminator"] = upd["batch_stats"]
+                return out
+
+            d_fake, d_real = discriminate(out["prediction"]), discriminate(driving)
             terms["generator_gan"] = losses.lsgan_generator(
                 [d_fake[s]["prediction_map"] for s in d_scales], w.generator_gan)
             if any(w.feature_matching):
@@ -188,13 +197,13 @@ class FNeVRTask:
         aux = {"prediction": out["prediction"], "kp_driving": kp_driving}
         return terms, stats, aux
 
-    def train_step(self, state, batch, rng):
+    def train_step(self, state, batch, rng, frozen):
         """(state, metrics): one generator step, then one discriminator step."""
         params, opt_state = state["params"], dict(state["opt_state"])
 
         def total(trainable):
             terms, stats, aux = self._forward({**params, **trainable}, state["batch_stats"],
-                                              batch, rng)
+                                              batch, rng, frozen)
             return sum(terms.values()), (terms, stats, aux)
 
         trainable = {k: v for k, v in params.items() if k != "discriminator"}

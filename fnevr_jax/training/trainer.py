@@ -1,7 +1,9 @@
 """The model-agnostic training loop: mesh, sharded jitted steps, orbax checkpoints, summaries.
 
 A task (e.g. `FNeVRTask`) supplies the data, the initial state, the pure step
-`(state, batch, rng) -> (state, metrics)`, summary images and an evaluation; this module runs
+`(state, batch, rng, frozen) -> (state, metrics)` (`frozen`: the task's fixed pretrained
+weights, passed as an argument rather than baked into the program), summary images and an
+evaluation; this module runs
 it on a `Mesh` over every device of every process: the batch is sharded over the `data` axis,
 the state is replicated, and the step is one `jax.jit` with explicit shardings that donates
 the old state. Everything the run needs to continue (state, step, data-iterator position)
@@ -46,8 +48,8 @@ def get_task(config):
 def _wrap_step(task, metric_names):
     """The jitted step: the task's step, plus the step counter and a record of the first
     non-finite metric (step and term), kept on device so no host sync is needed per step."""
-    def step(state, batch, rng):
-        task_state, metrics = task.train_step(state["task"], batch, rng)
+    def step(state, batch, rng, frozen):
+        task_state, metrics = task.train_step(state["task"], batch, rng, frozen)
         values = jnp.stack([jnp.asarray(metrics[k], jnp.float32) for k in metric_names])
         bad = ~jnp.isfinite(values)
         first = (state["bad_step"] < 0) & jnp.any(bad)
@@ -61,9 +63,9 @@ def _local(tree):
     """Host numpy copies of this process's data: replicated arrays, or the local batch shards."""
     def one(x):
         if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
             if x.sharding.is_fully_replicated:
-                return np.asarray(shards[0].data)
+                return np.asarray(x.addressable_data(0))
+            shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
             return np.concatenate([np.asarray(s.data) for s in shards])
         return np.asarray(x)
     return jax.tree.map(one, tree)
@@ -89,12 +91,16 @@ def _structure_changes(old, new, prefix=""):
     return out
 
 
-def train_and_evaluate(config, workdir):
-    """Trains `config`'s task in `workdir`, resuming a run found there. Returns the final step."""
+def train_and_evaluate(config, workdir, task=None):
+    """Trains `config`'s task in `workdir`, resuming a run found there.
+
+    `task` defaults to the one `config` names. Returns (final step, parameter checksum): the
+    sum of all parameters on this process, equal on every process of a multi-host run.
+    """
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0
-    task = get_task(config)
+    task = task or get_task(config)
 
     # ----------------------------------------------------------------------- mesh, data, state
     mesh = make_mesh()
@@ -148,10 +154,11 @@ def train_and_evaluate(config, workdir):
 
     # ----------------------------------------------------------------------- update step
     batch = next(data_iter)
-    step_shapes = jax.eval_shape(task.train_step, state["task"], batch, step_rng)
+    frozen = jax.device_put(task.frozen, replicated)
+    step_shapes = jax.eval_shape(task.train_step, state["task"], batch, step_rng, frozen)
     metric_names = sorted(step_shapes[1])
     train_step = jax.jit(_wrap_step(task, metric_names),
-                         in_shardings=(replicated, batch_sharding, replicated),
+                         in_shardings=(replicated, batch_sharding, replicated, replicated),
                          out_shardings=(replicated, replicated), donate_argnums=(0,))
 
     def check_health(state):
@@ -174,35 +181,38 @@ def train_and_evaluate(config, workdir):
     bar = tqdm(total=num_steps, initial=start, disable=not is_main, unit="step",
                dynamic_ncols=True)
     step = start
-    with metric_writers.ensure_flushes(writer):
-        while step < num_steps:
-            if step > start:
-                batch = next(data_iter)
-            state, metrics = train_step(state, batch, jax.random.fold_in(step_rng, step))
-            step += 1
-            bar.update(1)
-            report(step)
-            if step % log.every_steps == 0 or step == num_steps:
-                check_health(state)
-                scalars = {k: float(v) for k, v in _local(metrics).items()}
-                scalars.update(task.learning_rates(step))
-                writer.write_scalars(step, scalars)
-                bar.set_postfix(loss=f"{scalars['loss/total']:.3f}")
-            if step % log.image_every_steps == 0 or step == num_steps:
-                images = task.summary_images(_local(state["task"]), _local(batch))
-                writer.write_images(step, images)
-            if step % log.eval_every_steps == 0 or step == num_steps:
-                writer.write_scalars(step, evaluate(task, state))
-            preempted = manager.reached_preemption(step)
-            if step % log.checkpoint_every_steps == 0 or step == num_steps or preempted:
-                save(step, state)
-            if preempted:
-                logging.warning("preempted at step %d; checkpoint saved", step)
-                break
-    bar.close()
-    manager.wait_until_finished()
-    manager.close()
-    return step
+    try:
+        with metric_writers.ensure_flushes(writer):
+            while step < num_steps:
+                if step > start:
+                    batch = next(data_iter)
+                state, metrics = train_step(state, batch, jax.random.fold_in(step_rng, step), frozen)
+                step += 1
+                bar.update(1)
+                report(step)
+                if step % log.every_steps == 0 or step == num_steps:
+                    check_health(state)
+                    scalars = {k: float(v) for k, v in _local(metrics).items()}
+                    scalars.update(task.learning_rates(step))
+                    writer.write_scalars(step, scalars)
+                    bar.set_postfix(loss=f"{scalars['loss/total']:.3f}")
+                if step % log.image_every_steps == 0 or step == num_steps:
+                    images = task.summary_images(_local(state["task"]), _local(batch))
+                    writer.write_images(step, images)
+                if step % log.eval_every_steps == 0 or step == num_steps:
+                    writer.write_scalars(step, evaluate(task, state))
+                preempted = manager.reached_preemption(step)
+                if step % log.checkpoint_every_steps == 0 or step == num_steps or preempted:
+                    save(step, state)
+                if preempted:
+                    logging.warning("preempted at step %d; checkpoint saved", step)
+                    break
+    finally:  # pending asynchronous saves complete even when the run stops with an error
+        bar.close()
+        manager.wait_until_finished()
+        manager.close()
+    params = _local(state["task"]["params"])
+    return step, float(sum(np.sum(x, dtype=np.float64) for x in jax.tree.leaves(params)))
 
 
 def evaluate(task, state):
