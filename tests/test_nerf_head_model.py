@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from configs import nerf_head as nerf_head_config
+from fnevr_jax.metrics import image as image_metrics
 from fnevr_jax.models import nerf_head
 from fnevr_jax.nerf_head import losses
 
@@ -146,8 +147,8 @@ def test_reconstruction_loss_terms():
 
 def test_metrics():
     a = jnp.zeros((1, 4, 4, 3))
-    np.testing.assert_allclose(losses.psnr(a + 0.1, a), 20.0, rtol=1e-5)
-    np.testing.assert_allclose(losses.l1_error(a + 0.1, a), 0.1, rtol=1e-6)
+    np.testing.assert_allclose(image_metrics.psnr(a + 0.1, a)[0], 20.0, rtol=1e-5)
+    np.testing.assert_allclose(image_metrics.l1(a + 0.1, a)[0], 0.1, rtol=1e-6)
 
 
 def test_config_dims_reach_the_model():

@@ -15,25 +15,15 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fnevr_jax import rendering
+
 
 def euler_to_matrix(angles):
     """Rotation matrices [..., 3, 3] from yaw, pitch, roll [..., 3] (radians).
 
     R = Rz(roll) @ Ry(yaw) @ Rx(pitch): the convention of the data pipelines' `pose` field.
     """
-    yaw, pitch, roll = angles[..., 0], angles[..., 1], angles[..., 2]
-    zeros, ones = jnp.zeros_like(yaw), jnp.ones_like(yaw)
-
-    def mat(rows):
-        return jnp.stack([jnp.stack(r, -1) for r in rows], -2)
-
-    rx = mat([[ones, zeros, zeros], [zeros, jnp.cos(pitch), -jnp.sin(pitch)],
-              [zeros, jnp.sin(pitch), jnp.cos(pitch)]])
-    ry = mat([[jnp.cos(yaw), zeros, jnp.sin(yaw)], [zeros, ones, zeros],
-              [-jnp.sin(yaw), zeros, jnp.cos(yaw)]])
-    rz = mat([[jnp.cos(roll), -jnp.sin(roll), zeros], [jnp.sin(roll), jnp.cos(roll), zeros],
-              [zeros, zeros, ones]])
-    return rz @ ry @ rx
+    return rendering.euler_to_matrix(angles[..., jnp.array([1, 0, 2])])  # as (x, y, z) angles
 
 
 def relative_rotation(source_pose, driving_pose):

@@ -29,9 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from PIL import Image
-from skimage.metrics import structural_similarity
 
 from fnevr_jax import checkpoint_io, rendering
+from fnevr_jax.metrics import image as image_metrics_lib
 from fnevr_jax.models import nerf_head
 from fnevr_jax.nerf_head import losses
 
@@ -149,15 +149,11 @@ def code_error(z_id, beta, z_true, beta_true):
 
 def image_metrics(pred, target, mask):
     """L1, PSNR and SSIM (Gaussian 11, sigma 1.5) of the head region over white, batch 0."""
-    pred = np.asarray(losses.composite_on_white(pred, mask)[0], np.float64)
-    target = np.asarray(losses.composite_on_white(target, mask)[0], np.float64)
-    return {
-        "l1": float(losses.l1_error(pred, target)),
-        "psnr": float(losses.psnr(pred, target)),
-        "ssim": float(structural_similarity(pred, target, data_range=1.0, channel_axis=-1,
-                                            gaussian_weights=True, sigma=1.5,
-                                            use_sample_covariance=False)),
-    }
+    pred = losses.composite_on_white(pred, mask)[:1]
+    target = losses.composite_on_white(target, mask)[:1]
+    return {name: float(fn(pred, target)[0]) for name, fn in
+            (("l1", image_metrics_lib.l1), ("psnr", image_metrics_lib.psnr),
+             ("ssim", image_metrics_lib.ssim))}
 
 
 def _load_image(path, size, gray=False):

@@ -89,13 +89,3 @@ def reconstruction_loss(outputs, target, mask, loss_config, feature_fn=None):
         terms["background"] = background_loss(pred, mask, outputs["background_image"])
         total = total + loss_config.background_weight * terms["background"]
     return total, terms
-
-
-def l1_error(pred, target):
-    """Mean absolute error."""
-    return jnp.mean(jnp.abs(pred - target))
-
-
-def psnr(pred, target):
-    """-10 log10(MSE) for images in [0, 1]."""
-    return -10.0 * jnp.log10(jnp.mean((pred - target) ** 2))

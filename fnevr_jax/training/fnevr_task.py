@@ -257,9 +257,9 @@ class FNeVRTask:
         kp_vars, gen_vars = self._inference(state)
         n = min(4, batch["source"].shape[0])
         source, driving = batch["source"][:n], batch["driving"][:n]
-        kp_s = self.models["kp_detector"].apply(kp_vars, source)
-        kp_d = self.models["kp_detector"].apply(kp_vars, driving)
-        out = self.models["generator"].apply(gen_vars, source, kp_s, kp_d)
+        kp_s, kp_d, out = jax.device_get(_animate_pair(
+            self.models["kp_detector"], self.models["generator"], kp_vars, gen_vars, source,
+            driving))
         return {"samples": summaries.sample_grid(source, driving, kp_s, kp_d, out)}
 
     def evaluate(self, state, process_index=0, process_count=1):
@@ -279,6 +279,14 @@ class FNeVRTask:
                                     gen_vars, video)
             totals += np.array([float(l1), float(copy), 1.0])
         return totals
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _animate_pair(kp_detector, generator, kp_vars, gen_vars, source, driving):
+    """Keypoints of both frames and the generator's outputs, in evaluation mode."""
+    kp_s, kp_d = kp_detector.apply(kp_vars, source), kp_detector.apply(kp_vars, driving)
+    out = generator.apply(gen_vars, source, kp_s, kp_d)
+    return kp_s, kp_d, {k: out[k] for k in ("prediction", "render", "occlusion_map") if k in out}
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
