@@ -88,8 +88,12 @@ class FrameMetrics:
                    for a in arrays])
         return jax.tree.map(lambda x: np.asarray(x)[:n], out)
 
-    def __call__(self, prediction, target, source=None):
-        """{report name: (n,) values} for one batch; `source` (1, H, W, 3) for CSIM."""
+    def __call__(self, prediction, target, source=None, boxes=None, source_box=None):
+        """{report name: (n,) values} for one batch; `source` (1, H, W, 3) for CSIM.
+
+        `boxes` (n, 4) are the target frames' face boxes (also used for the prediction, which
+        shows the face where the target does), `source_box` (1, 4) the source's; None detects.
+        """
         from fnevr_jax import metrics
         from fnevr_jax.metrics import face
         out = {}
@@ -105,15 +109,15 @@ class FrameMetrics:
             self.fake_features.append(self._sharded(metrics.inception_features, prediction))
             self.real_features.append(self._sharded(metrics.inception_features, target))
         if self.faces is not None:
-            points_p, codes_p = self.faces(prediction)
+            points_p, codes_p = self.faces(prediction, boxes)
             if wanted & {"akd", "aed"}:
-                points_t, codes_t = self.faces(target)
+                points_t, codes_t = self.faces(target, boxes)
                 if "akd" in wanted:
                     out["AKD-dlib"] = face.akd(points_t, points_p)
                 if "aed" in wanted:
                     out["AED-dlib"] = face.aed(codes_t, codes_p)
             if "csim" in wanted:
-                _, code_s = self.faces(source)
+                _, code_s = self.faces(source, source_box)
                 out["CSIM-dlib"] = face.csim(np.broadcast_to(code_s, codes_p.shape), codes_p)
         return out
 
@@ -169,7 +173,9 @@ def evaluate(model, clips, protocol, names, batch_size, num_sources=10, num_driv
         values, predictions = {}, []
         for sl in _batches(len(video), batch_size):
             prediction = step(source, video[sl], kp_source, kp_initial, scale)
-            for k, v in metric(prediction, video[sl], source).items():
+            boxes = clips[d]["face_box"][sl] if "face_box" in clips[d] else None
+            source_box = clips[s]["face_box"][:1] if "face_box" in clips[s] else None
+            for k, v in metric(prediction, video[sl], source, boxes, source_box).items():
                 values.setdefault(k, []).append(v)
             if len(sample_rows) < samples:
                 predictions.append(prediction)
@@ -313,7 +319,8 @@ def run(config, checkpoint, data, protocol, out, *, split="test", max_clips=None
         raise EvalError(f"{checkpoint}: no such checkpoint")
     try:
         model = animation.load_model(checkpoint, config=config)
-        ds = loaders.eval_clips(data, split=split, max_frames=max_frames,
+        fields = [f for f in ("face_box",) if f in shards.open_split(data, split).fields]
+        ds = loaders.eval_clips(data, split=split, max_frames=max_frames, fields=fields,
                                 size=model.config.image_size, process_index=0, process_count=1)
         count = len(ds) if max_clips is None else min(max_clips, len(ds))
         if count == 0:
@@ -331,7 +338,9 @@ def run(config, checkpoint, data, protocol, out, *, split="test", max_clips=None
             "metric_names": {k: METRICS[k][0] for k in names},
             "notes": "AKD-dlib/AED-dlib/CSIM-dlib use dlib's 68-point landmarks and 128-d "
                      "embeddings (face-recognition-models), not the paper's FAN/OpenFace/"
-                     "ArcFace; AKD in pixels of a 256x256 frame."}
+                     "ArcFace; AKD in pixels of a 256x256 frame. Face rectangles: " +
+                     ("the split's face_box of the ground-truth frame (the same for the "
+                      "generated frame)" if fields else "dlib's HOG detector") + "."}
     write_report(out, protocol, aggregate, skipped, rows, per_frame, sample_rows, info,
                  tensorboard)
     return aggregate

@@ -42,11 +42,12 @@ def test_reconstruction_report(setup):
     report = json.loads((out / "report.json").read_text())
     names = ["L1", "LPIPS", "LPIPS-vgg", "PSNR", "SSIM", "AKD-dlib", "AED-dlib", "FID"]
     assert sorted(report["metrics"]) == sorted(names)
-    for name in ("L1", "LPIPS", "LPIPS-vgg", "PSNR", "SSIM", "FID"):
-        assert isinstance(report["metrics"][name], float)
-    # dlib finds no face in the synthetic heads: skipped and counted, never silently dropped.
-    for name in ("AKD-dlib", "AED-dlib"):
-        assert report["metrics"][name] is not None or report["skipped_frames"][name] == 16
+    # Every metric present, none skipped: dlib's landmarks and embeddings run on the split's
+    # face boxes (its HOG detector finds no face in the synthetic heads).
+    for name in names:
+        assert isinstance(report["metrics"][name], float), name
+        assert report["skipped_frames"].get(name, 0) == 0, name
+    assert report["metrics"]["AKD-dlib"] > 0 and 0 < report["metrics"]["AED-dlib"] < 4
     assert len(report["per_clip"]) == 4 and report["frames"] == 16
     md = (out / "report.md").read_text()
     assert "| Method | L1 ↓ | LPIPS ↓ | PSNR ↑ | SSIM ↑ | AKD-dlib ↓ | AED-dlib ↓ | FID ↓ |" in md
@@ -61,7 +62,8 @@ def test_cross_identity_report(setup):
                              "cross_identity", out, max_frames=2, num_sources=2, num_driving=2,
                              seed=1)
     report = json.loads((out / "report.json").read_text())
-    assert sorted(aggregate) == ["CSIM-dlib", "FID"] and isinstance(aggregate["FID"], float)
+    assert sorted(aggregate) == ["CSIM-dlib", "FID"]
+    assert isinstance(aggregate["FID"], float) and -1 <= aggregate["CSIM-dlib"] <= 1
     pairs = report["per_pair"]
     assert pairs and all(p["source_clip"] != p["driving_clip"] for p in pairs)
     assert "| Method | FID ↓ | CSIM-dlib ↑ |" in (out / "report.md").read_text()

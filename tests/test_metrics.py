@@ -89,3 +89,17 @@ def test_akd_zero_for_itself_and_grows_with_shift():
     assert abs(face.csim(codes[:1], codes)[0] - 1) < 1e-6
     none, _ = faces(np.zeros((1, 64, 64, 3), np.uint8))
     assert np.isnan(none).all() and face.aggregate(face.akd(none, none)) == (None, 1)
+
+
+def test_known_face_box_gives_the_detectors_landmarks():
+    faces = face.dlib_faces()
+    image = faces._prepare(data.astronaut()[0:300, 100:400])
+    rect = max(faces._detector(image, 1), key=lambda r: r.area())
+    box = np.array([[rect.left(), rect.top(), rect.right(), rect.bottom()]]) * 2 / 255 - 1
+    detected, codes = faces(image[None])
+    boxed, boxed_codes = faces(image[None], box)
+    np.testing.assert_array_equal(boxed, detected)
+    np.testing.assert_allclose(boxed_codes, codes, atol=1e-6)
+    # A box where no detector finds a face still gives landmarks (inside the box).
+    blank, _ = faces(np.zeros((1, 64, 64, 3), np.uint8), np.array([[-0.5, -0.5, 0.5, 0.5]]))
+    assert np.isfinite(blank).all() and np.all(np.abs(blank - 127.5) < 100)

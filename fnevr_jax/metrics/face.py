@@ -2,10 +2,12 @@
 
 The models are the files of `face-recognition-models` 0.3.0 (run with `dlib-bin`), found with
 importlib.util.find_spec: the package itself imports `pkg_resources` and is never imported.
-Faces are found by dlib's HOG detector (the largest one per image) on uint8 RGB images
-resized to 256x256, so landmark errors are in pixels of a 256x256 frame, as pose-evaluation
-measures them (`--image_shape 256,256`). Images without a face give NaN rows; the
-aggregates skip them and count them.
+Images are uint8 RGB resized to 256x256, so landmark errors are in pixels of a 256x256 frame,
+as pose-evaluation measures them (`--image_shape 256,256`). The face rectangle given to the
+landmark predictor is a known box when the caller has one (the dataset's `face_box` of the
+ground-truth frame, the same box for the generated frame: no detector jitter in AKD), else
+the largest face of dlib's HOG detector. Images without a face give NaN rows; the aggregates
+skip them and count them.
 
 - AKD-dlib: mean absolute per-coordinate landmark difference (pose-evaluation `cmp_kp.py`);
 - AED-dlib: squared L2 distance of the L2-normalised 128-d embeddings (`cmp.py`, whose
@@ -51,6 +53,7 @@ class DlibFaces:
             raise MissingWeightsError("the dlib face metrics need dlib: "
                                       "pip install dlib-bin==20.0.1.post1") from None
         self.upsample = upsample
+        self._dlib = dlib
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(model_path("landmarks")))
         self._encoder = dlib.face_recognition_model_v1(str(model_path("embedding")))
@@ -64,25 +67,33 @@ class DlibFaces:
             image = cv2.resize(image, (SIZE, SIZE), interpolation=interp)
         return np.ascontiguousarray(image[..., :3])
 
-    def _shape(self, image):
-        rects = self._detector(image, self.upsample)
-        if not rects:
-            return None
-        rect = max(rects, key=lambda r: r.area())
+    def _shape(self, image, box=None):
+        if box is not None and np.all(np.isfinite(box)):
+            x0, y0, x1, y1 = np.round((np.asarray(box) + 1) * (SIZE - 1) / 2).astype(int)
+            rect = self._dlib.rectangle(int(x0), int(y0), int(x1), int(y1))
+        else:
+            rects = self._detector(image, self.upsample)
+            if not rects:
+                return None
+            rect = max(rects, key=lambda r: r.area())
         return self._predictor(image, rect)
 
-    def landmarks(self, images):
+    def landmarks(self, images, boxes=None):
         """(N, 68, 2) float32 landmark pixels of a 256x256 frame; NaN rows where no face."""
-        return self(images, embeddings=False)[0]
+        return self(images, boxes, embeddings=False)[0]
 
-    def __call__(self, images, embeddings=True):
-        """(landmarks (N, 68, 2), embeddings (N, 128) or None) of images (uint8 or [0, 1])."""
+    def __call__(self, images, boxes=None, embeddings=True):
+        """(landmarks (N, 68, 2), embeddings (N, 128) or None) of images (uint8 or [0, 1]).
+
+        ``boxes`` (N, 4): face boxes ``x0, y0, x1, y1`` in normalised coordinates (-1 and 1
+        are the centres of the edge pixels, as the shards store them); None detects faces.
+        """
         n = len(images)
         points = np.full((n, NUM_LANDMARKS, 2), np.nan, np.float32)
         codes = np.full((n, EMBEDDING_DIM), np.nan, np.float32) if embeddings else None
         for i, image in enumerate(images):
             image = self._prepare(image)
-            shape = self._shape(image)
+            shape = self._shape(image, None if boxes is None else boxes[i])
             if shape is None:
                 continue
             points[i] = [(p.x, p.y) for p in shape.parts()]
