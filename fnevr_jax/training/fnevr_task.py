@@ -265,19 +265,22 @@ class FNeVRTask:
     def evaluate(self, state, process_index=0, process_count=1):
         """Reconstruction on held-out clips (frame 0 drives every frame, absolute keypoints).
 
-        Returns this process's sums: L1 of the prediction and of copying the source.
+        Returns this process's sums: `l1` of the prediction, `l1_copy_source` of copying the
+        source (the baseline to beat) and the clip `count`.
         """
         c = self.config
         clips = loaders.eval_clips(c.data.dir, split=c.data.eval_split, max_frames=c.data.eval_frames,
                                    size=c.image_size, process_index=process_index,
                                    process_count=process_count)
         kp_vars, gen_vars = self._inference(state)
-        totals = np.zeros(3)
+        totals = {"l1": 0.0, "l1_copy_source": 0.0, "count": 0.0}
         for i in range(min(len(clips), max(1, c.data.eval_clips // process_count))):
             video = jnp.asarray(clips[i]["video"])
             l1, copy = _reconstruct(self.models["kp_detector"], self.models["generator"], kp_vars,
                                     gen_vars, video)
-            totals += np.array([float(l1), float(copy), 1.0])
+            totals = {"l1": totals["l1"] + float(l1),
+                      "l1_copy_source": totals["l1_copy_source"] + float(copy),
+                      "count": totals["count"] + 1.0}
         return totals
 
 

@@ -216,12 +216,19 @@ def train_and_evaluate(config, workdir, task=None):
 
 
 def evaluate(task, state):
-    """The task's held-out evaluation, summed over processes: {"eval/l1", "eval/l1_copy_source"}."""
+    """The task's held-out evaluation: {"eval/NAME": mean} of the per-process sums it returns.
+
+    `task.evaluate(state, process_index, process_count)` returns {NAME: sum, "count": n} over
+    this process's share of the held-out items; the sums are added over processes.
+    """
     sums = task.evaluate(_local(state["task"]), jax.process_index(), jax.process_count())
+    names = sorted(sums)
+    values = np.array([sums[k] for k in names], np.float64)
     if jax.process_count() > 1:
-        sums = np.sum(multihost_utils.process_allgather(np.asarray(sums)), axis=0)
-    count = max(sums[-1], 1.0)
-    return {"eval/l1": sums[0] / count, "eval/l1_copy_source": sums[1] / count}
+        values = np.sum(multihost_utils.process_allgather(values), axis=0)
+    totals = dict(zip(names, values))
+    count = max(totals.pop("count"), 1.0)
+    return {f"eval/{k}": v / count for k, v in totals.items()}
 
 
 def _flat(tree, prefix=""):
