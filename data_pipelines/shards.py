@@ -8,7 +8,9 @@ A dataset directory holds, per split (``train``, ``test``, ...):
 - ``{split}.index.json``: per record (in shard order): clip id, identity index, frame count;
 
 and one ``dataset_info.json``: format version, frame size, encoding, optional fields, and per
-split the clip, frame and shard counts, the shard lengths and the identity names.
+split the clip, frame and shard counts, the shard lengths and the identity names. Datasets
+with expression codes from ``data_pipelines.head_codes`` also hold their basis,
+``expression_pca.npz``.
 
 Coordinates. A point at pixel column ``u`` and row ``v`` (pixel centres at integers) has the
 normalised crop coordinates ``x = 2u/(W-1) - 1`` and ``y = 2v/(H-1) - 1``, so -1 and +1 are the
@@ -136,6 +138,12 @@ def encode_clip(frames, *, clip_id: str, identity: str, fps: float, encoding: st
     record = {"clip_id": str(clip_id), "identity": str(identity), "fps": float(fps),
               "height": h, "width": w, "num_frames": t, "encoding": encoding,
               "frames": [encode_image(f, encoding, quality) for f in frames]}
+    _set_fields(record, fields)
+    return msgpack.packb(record, use_bin_type=True)
+
+
+def _set_fields(record: dict, fields: dict) -> None:
+    t = record["num_frames"]
     for name, value in fields.items():
         if name not in FIELDS:
             raise ValueError(f"unknown field {name!r}; known: {FIELDS}")
@@ -149,6 +157,13 @@ def encode_clip(frames, *, clip_id: str, identity: str, fps: float, encoding: st
                             for m in value]
         else:
             record[name] = _pack_array(value.astype(np.float32))
+
+
+def update_clip(data: bytes, **fields) -> bytes:
+    """A serialised clip with per-frame ``fields`` added or replaced (as ``encode_clip``
+    takes them); frames and the other fields are copied as they are, not re-encoded."""
+    record = msgpack.unpackb(data, raw=False)
+    _set_fields(record, fields)
     return msgpack.packb(record, use_bin_type=True)
 
 
