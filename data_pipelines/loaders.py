@@ -9,7 +9,8 @@ All frames come out as float32 NHWC in [0, 1]; masks as float32 (H, W, 1) in {0,
   colour jitter (brightness, contrast, saturation, hue 0.1, in random order, on uint8 images as
   torchvision's PIL functions do).
 - ``eval_clips``: whole clips in order, optionally capped to their first frames.
-- ``nerf_samples``: single frames with mask, camera and identity/expression codes.
+- ``nerf_samples``: single frames with mask, camera and identity/expression codes; the last
+  ``holdout_frames`` of every clip can be held out, and ``nerf_heldout`` reads those.
 
 Every pipeline is a grain ``MapDataset`` over the records, sliced per process (``process_index``
 and ``process_count`` default to JAX's), so processes see disjoint parts that together make
@@ -427,10 +428,25 @@ def train_pairs(data_dir, *, batch_size: int, seed: int = 0, worker_count: int =
     return _batched(ds, batch_size, n, worker_count, num_threads).map(_FramesToFloat())
 
 
+def nerf_frames(split: shards.Split, holdout_frames: int = 0, heldout: bool = False):
+    """Global frame numbers (clip-major) of a split: every frame of each clip but its last
+    ``holdout_frames``, or with ``heldout`` only those last frames."""
+    if holdout_frames < 0 or (holdout_frames and split.num_frames.min() <= holdout_frames):
+        raise shards.DatasetError(
+            f"{split.data_dir}: cannot hold out the last {holdout_frames} frames of clips of "
+            f"{split.num_frames.min()} frames")
+    starts = np.concatenate([[0], np.cumsum(split.num_frames)])
+    cut = starts[1:] - holdout_frames
+    lo, hi = (cut, starts[1:]) if heldout else (starts[:-1], cut)
+    return np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)]).astype(np.int64)
+
+
 def nerf_dataset(data_dir, *, seed: int = 0, split: str = "train",
-                 num_epochs: int | None = None, size=None, process_index: int | None = None,
+                 num_epochs: int | None = None, size=None, holdout_frames: int = 0,
+                 process_index: int | None = None,
                  process_count: int | None = None) -> grain.MapDataset:
-    """Shuffled single frames for the NeRF head model, per process.
+    """Shuffled single frames for the NeRF head model, per process, without the last
+    ``holdout_frames`` of each clip.
 
     Element: ``image`` (H, W, 3), ``mask`` (H, W, 1), ``intrinsics`` (3, 3), ``extrinsics``
     (4, 4) camera-to-world, ``identity_code``, ``expression_code`` float32; ``identity``,
@@ -438,8 +454,19 @@ def nerf_dataset(data_dir, *, seed: int = 0, split: str = "train",
     """
     p, n = _process(process_index, process_count)
     sp = shards.open_split(data_dir, split, size=size, require=NERF_FIELDS)
-    ds = grain.MapDataset.range(int(sp.num_frames.sum())).shuffle(seed=seed)
+    ds = grain.MapDataset.source(nerf_frames(sp, holdout_frames)).shuffle(seed=seed)
     return ds.map(_NerfReader(sp))[p::n].repeat(num_epochs)
+
+
+def nerf_heldout(data_dir, *, holdout_frames: int, split: str = "train", size=None,
+                 process_index: int | None = None,
+                 process_count: int | None = None) -> grain.MapDataset:
+    """The last ``holdout_frames`` of every clip in order (this process's share), unbatched:
+    the frames ``nerf_dataset`` with the same ``holdout_frames`` leaves out."""
+    p, n = _process(process_index, process_count)
+    sp = shards.open_split(data_dir, split, size=size, require=NERF_FIELDS)
+    frames = nerf_frames(sp, holdout_frames, heldout=True)
+    return grain.MapDataset.source(frames).map(_NerfReader(sp))[p::n]
 
 
 def nerf_samples(data_dir, *, batch_size: int, seed: int = 0, worker_count: int = 0,

@@ -322,6 +322,31 @@ def test_nerf_samples_cover_every_frame_once(data):
     assert b["image"].shape == (2, 32, 32, 3) and b["intrinsics"].shape == (2, 3, 3)
 
 
+def test_nerf_holdout_leaves_out_the_last_frames_of_every_clip(data):
+    split = shards.open_split(data, "train")
+    train = loaders.nerf_dataset(data, num_epochs=1, seed=3, holdout_frames=3, **ONE)
+    heldout = loaders.nerf_heldout(data, holdout_frames=3, **ONE)
+    trained = {(int(x["clip"]), int(x["frame"])) for x in train}
+    held = [(int(x["clip"]), int(x["frame"])) for x in heldout]
+    assert len(trained) == len(train) == int(split.num_frames.sum()) - 3 * len(split)
+    # In clip order, the last 3 frames of each clip; together with training, every frame once.
+    assert held == [(c, f) for c in range(len(split))
+                    for f in range(split.num_frames[c] - 3, split.num_frames[c])]
+    assert trained.isdisjoint(held)
+    assert len(trained) + len(held) == split.num_frames.sum()
+    x = heldout[4]
+    rec = shards.decode_clip(split.source()[int(x["clip"])])
+    np.testing.assert_array_equal(x["image"],
+                                  shards.clip_frames(rec, [int(x["frame"])])[0] / np.float32(255))
+    np.testing.assert_array_equal(x["identity_code"], rec["identity_code"][int(x["frame"])])
+    halves = [[int(x["frame"]) + 100 * int(x["clip"]) for x in
+               loaders.nerf_heldout(data, holdout_frames=3, process_index=p, process_count=2)]
+              for p in range(2)]
+    assert sorted(halves[0] + halves[1]) == sorted(f + 100 * c for c, f in held)
+    with pytest.raises(shards.DatasetError, match="cannot hold out the last 8 frames"):
+        loaders.nerf_dataset(data, holdout_frames=8, **ONE)
+
+
 def test_loader_errors(data, tmp_path):
     with pytest.raises(shards.DatasetError, match="no dataset_info.json"):
         loaders.pair_dataset(tmp_path, **ONE)
