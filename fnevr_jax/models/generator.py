@@ -69,12 +69,14 @@ class FNeVRGenerator(OcclusionAwareGenerator):
     depth: int = 8
     hidden: int = 128
     spade_channels: int = 128
+    spade_hidden: int = 128
 
     def decode(self, out, train):
         fvr = FaceVolumeRenderer(self.color_channels, self.sigma_channels, self.depth, self.hidden,
                                  self.dtype, name="fvr")(out, train)
         fused = jnp.concatenate([out, fvr["feature"].astype(out.dtype)], axis=-1)
-        prediction = SPADEDecoder(self.spade_channels, self.dtype, name="decoder")(fused)
+        prediction = SPADEDecoder(self.spade_channels, self.spade_hidden, self.dtype,
+                                  name="decoder")(fused)
         return {"prediction": prediction, "render": fvr["render"], "sigma_map": fvr["sigma_map"]}
 
 

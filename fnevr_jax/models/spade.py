@@ -39,19 +39,25 @@ class SPADELayer(nn.Module):
 class SPADEBlock(nn.Module):
     """SPADE → ReLU → conv 3x3 → SPADE → ReLU → conv 3x3 (no shortcut)."""
     out_channels: int
+    hidden: int = 128
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, seg):
         x = conv(x.shape[-1], 3, 1, self.dtype, "conv_0")(
-            nn.relu(SPADELayer(dtype=self.dtype, name="SPADE_0")(x, seg)))
+            nn.relu(SPADELayer(self.hidden, self.dtype, name="SPADE_0")(x, seg)))
         return conv(self.out_channels, 3, 1, self.dtype, "conv_1")(
-            nn.relu(SPADELayer(dtype=self.dtype, name="SPADE_1")(x, seg)))
+            nn.relu(SPADELayer(self.hidden, self.dtype, name="SPADE_1")(x, seg)))
 
 
 class SPADEDecoder(nn.Module):
-    """seg conv, then SPADE blocks C→C/4 (↑2) → C/16 (↑2) → C/16 → C/16, 7x7 conv, sigmoid."""
+    """seg conv, then SPADE blocks C→C/4 (↑2) → C/16 (↑2) → C/16 → C/16, 7x7 conv, sigmoid.
+
+    `hidden` is the width of every SPADE layer's shared conv (128 in the official code); at
+    full resolution these convs are most of the decoder's cost.
+    """
     mid_channels: int = 128
+    hidden: int = 128
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -59,9 +65,9 @@ class SPADEDecoder(nn.Module):
         seg = nn.relu(conv(self.mid_channels, 3, 1, self.dtype, "seg_conv_0")(x))
         c = x.shape[-1]
         up = lambda y: resize_bilinear(y, (2 * y.shape[1], 2 * y.shape[2]), align_corners=True)
-        x = up(SPADEBlock(c // 4, self.dtype, name="SPADE_0")(x, seg))
-        x = up(SPADEBlock(c // 16, self.dtype, name="SPADE_1")(x, seg))
-        x = SPADEBlock(c // 16, self.dtype, name="SPADE_2")(x, seg)
-        x = SPADEBlock(c // 16, self.dtype, name="SPADE_3")(x, seg)
+        x = up(SPADEBlock(c // 4, self.hidden, self.dtype, name="SPADE_0")(x, seg))
+        x = up(SPADEBlock(c // 16, self.hidden, self.dtype, name="SPADE_1")(x, seg))
+        x = SPADEBlock(c // 16, self.hidden, self.dtype, name="SPADE_2")(x, seg)
+        x = SPADEBlock(c // 16, self.hidden, self.dtype, name="SPADE_3")(x, seg)
         x = conv(3, 7, 3, self.dtype, "final_0")(x)
         return jax.nn.sigmoid(x.astype(precise(self.dtype)))

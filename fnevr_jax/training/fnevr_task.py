@@ -145,6 +145,8 @@ class FNeVRTask:
         real = jax.lax.stop_gradient(vgg(losses.image_pyramid(driving, scales)))
         fake = vgg(losses.image_pyramid(out["prediction"], scales))
         terms = {"perceptual": losses.perceptual_pyramid(fake, real, w.perceptual)}
+        if w.pixel_l1:
+            terms["pixel_l1"] = w.pixel_l1 * losses.pixel_l1(out["prediction"], driving)
         if "render" in out and any(w.render_perceptual):
             render = vgg(losses.image_pyramid(out["render"], scales))
             terms["render_perceptual"] = losses.perceptual_pyramid(render, real,
