@@ -28,11 +28,12 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import cv2
 import numpy as np
 from tqdm import tqdm
+
+from fnevr_jax import media
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -94,13 +95,8 @@ class Video:
         cap.release()
 
 
-def _ffmpeg():
-    import imageio_ffmpeg
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
-
 def _has_audio(path):
-    result = subprocess.run([_ffmpeg(), "-hide_banner", "-i", str(path)],
+    result = subprocess.run([media.ffmpeg(), "-hide_banner", "-i", str(path)],
                             capture_output=True, text=True)
     return any("Audio:" in line for line in result.stderr.splitlines()
                if line.strip().startswith("Stream #"))
@@ -154,91 +150,6 @@ def paste_back(image, patch, box, feather=0.08):
 
 
 # --------------------------------------------------------------------------- outputs
-def to_uint8(image):
-    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
-
-
-def fit_height(image, height):
-    h, w = image.shape[:2]
-    if h == height:
-        return image
-    return cv2.resize(image, (max(1, round(w * height / h)), height),
-                      interpolation=cv2.INTER_AREA if h > height else cv2.INTER_LINEAR)
-
-
-def even(image):
-    h, w = image.shape[:2]
-    return image[:h - h % 2, :w - w % 2]
-
-
-class Writer:
-    """Writes uint8 RGB frames to a temporary mp4 (libx264, yuv420p) or gif; `finish` adds
-    the driving audio (mp4) and renames the file into place, `abort` deletes it."""
-
-    def __init__(self, out, fps, audio_from=None):
-        self.out = pathlib.Path(out)
-        self.fps = fps
-        self.audio_from = audio_from
-        self.tmp = self.out.with_name(f".{self.out.name}.{uuid.uuid4().hex[:8]}{self.out.suffix}")
-        self._gen = None
-        self._frames = []
-        self.count = 0
-
-    def write(self, frame):
-        frame = np.ascontiguousarray(even(frame))
-        if self.out.suffix == ".gif":
-            self._frames.append(frame)
-        else:
-            if self._gen is None:
-                import imageio_ffmpeg
-                h, w = frame.shape[:2]
-                self._gen = imageio_ffmpeg.write_frames(
-                    str(self.tmp), (w, h), fps=self.fps, codec="libx264", pix_fmt_in="rgb24",
-                    pix_fmt_out="yuv420p", quality=None, macro_block_size=1,
-                    output_params=["-crf", "18", "-movflags", "+faststart"])
-                self._gen.send(None)
-            self._gen.send(frame)
-        self.count += 1
-
-    def finish(self):
-        if self.out.suffix == ".gif":
-            import imageio.v3 as iio
-            iio.imwrite(self.tmp, np.stack(self._frames), duration=1000.0 / self.fps, loop=0)
-        else:
-            self._gen.close()
-            if self.audio_from is not None:
-                muxed = self.tmp.with_name(self.tmp.name + ".a.mp4")
-                result = subprocess.run(
-                    [_ffmpeg(), "-y", "-v", "error", "-i", str(self.tmp), "-i",
-                     str(self.audio_from), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
-                     "-c:a", "aac", "-shortest", str(muxed)], capture_output=True, text=True)
-                if result.returncode:
-                    muxed.unlink(missing_ok=True)
-                    raise AnimateError(f"copying the audio failed: {result.stderr.strip()[:200]}")
-                muxed.replace(self.tmp)
-        self.tmp.replace(self.out)
-
-    def abort(self):
-        if self._gen is not None:
-            try:
-                self._gen.close()
-            except Exception:  # noqa: BLE001 (ffmpeg may already be gone)
-                pass
-        for p in (self.tmp, self.tmp.with_name(self.tmp.name + ".a.mp4")):
-            p.unlink(missing_ok=True)
-
-
-def write_image(out, image):
-    out = pathlib.Path(out)
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}{out.suffix}")
-    try:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-            raise AnimateError(f"{out}: cannot write the image")
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 # --------------------------------------------------------------------------- pipeline
 def _threaded(target, *args):
     """Runs `target(*args)` in a daemon thread; `join()` re-raises its exception."""
@@ -313,7 +224,7 @@ def run_video(args, model, source_image, source_box, video, frames_in_memory):
             decoded.put(_END)
 
     audio = args.driving if video.has_audio and args.out.suffix == ".mp4" else None
-    writer = Writer(args.out, video.fps, audio)
+    writer = media.VideoWriter(args.out, video.fps, audio)
     total = len(frames) if frames is not None else video.count
     bar = tqdm(total=total, unit="frame", dynamic_ncols=True, file=sys.stderr)
     started = time.perf_counter()
@@ -324,7 +235,7 @@ def run_video(args, model, source_image, source_box, video, frames_in_memory):
             for original, small, prediction in item if failed is None else ():
                 try:
                     writer.write(compose(args, source_image, src_u8, source_box, original,
-                                         small, to_uint8(prediction)))
+                                         small, media.to_uint8(prediction)))
                 except BaseException as e:  # noqa: BLE001 (keep draining, then report)
                     failed = e
                     break
@@ -384,7 +295,7 @@ def compose(args, source_image, src_u8, source_box, original, small, prediction)
         return result
     if args.paste_back:
         h = result.shape[0]
-        return np.concatenate([fit_height(source_image, h), fit_height(original, h), result], 1)
+        return np.concatenate([media.fit_height(source_image, h), media.fit_height(original, h), result], 1)
     return np.concatenate([src_u8, small, result], 1)
 
 
@@ -400,7 +311,7 @@ def run_pose(args, model, source_image, source_box):
     angles = ([(y, p, 0.0) for p in SWEEP_PITCH for y in SWEEP_YAW] if args.pose_sweep
               else [args.pose])
     kp_source = step.keypoints(source)
-    out = to_uint8(step(source, np.repeat(source, len(angles), 0), kp_source, kp_source, 1.0,
+    out = media.to_uint8(step(source, np.repeat(source, len(angles), 0), kp_source, kp_source, 1.0,
                         animation.pose_rotation(angles)))
     if args.pose_sweep:
         rows = [np.concatenate(list(out[r * len(SWEEP_YAW):(r + 1) * len(SWEEP_YAW)]), 1)
@@ -409,9 +320,9 @@ def run_pose(args, model, source_image, source_box):
     else:
         picture = paste_back(source_image, out[0], source_box) if args.paste_back else out[0]
         if args.side_by_side:
-            picture = np.concatenate([fit_height(source_image if args.paste_back else src_u8,
+            picture = np.concatenate([media.fit_height(source_image if args.paste_back else src_u8,
                                                  picture.shape[0]), picture], 1)
-    write_image(args.out, picture)
+    media.write_image(args.out, picture)
     return picture.shape
 
 
@@ -511,7 +422,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         print(run(args))
-    except AnimateError as e:
+    except (AnimateError, media.MediaError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -22,6 +22,7 @@ import jax
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent.parent))
 import animate  # noqa: E402
+from fnevr_jax import media  # noqa: E402
 
 ROOT = pathlib.Path(__file__).parent.parent
 VIDEO = (pathlib.Path(importlib.util.find_spec("feat").submodule_search_locations[0])
@@ -44,7 +45,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         driving = tmp / "driving256.mp4"
-        subprocess.run([animate._ffmpeg(), "-v", "error", "-i", str(VIDEO), "-vf",
+        subprocess.run([media.ffmpeg(), "-v", "error", "-i", str(VIDEO), "-vf",
                         "crop=360:360:140:0,scale=256:256", "-c:v", "libx264", "-pix_fmt",
                         "yuv420p", str(driving)], check=True)
         ckpt = tmp / "fnevr"

@@ -5,14 +5,12 @@ first-order-model's keypoint normalisation, best-frame search and the sharded fr
     step = FrameStep(model, relative=True)
     frames = step(source, driving_batch, kp_initial=..., scale=...)
 """
-import json
 import pathlib
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 import scipy.spatial
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -35,33 +33,6 @@ class Model:
         self.description = description
 
 
-def is_training_workdir(path):
-    path = pathlib.Path(path)
-    return path.is_dir() and (path / "checkpoints").is_dir() and (path / "config.json").is_file()
-
-
-def _restore_training_state(workdir):
-    """(params, batch_stats, step) of the latest step in a train.py workdir, as numpy."""
-    steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()
-                   if p.name.isdigit() and (p / "state").is_dir())
-    if not steps:
-        raise api.AnimatorError(f"{workdir}: a training workdir without a finished checkpoint")
-    directory = workdir / "checkpoints" / str(steps[-1])
-    checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler(
-        state=ocp.PyTreeCheckpointHandler()))
-    try:
-        tree = checkpointer.metadata(directory).item_metadata["state"].tree
-        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-        state = checkpointer.restore(directory, args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(restore_args=restore_args)))["state"]
-    except Exception as e:  # noqa: BLE001 (orbax reports damage with many exception types)
-        detail = " ".join(str(e).split())[:200]
-        raise api.AnimatorError(f"{directory}: cannot restore ({type(e).__name__}: {detail})") \
-            from None
-    task = state["task"]
-    return task["params"], task.get("batch_stats", {}), steps[-1]
-
-
 def load_model(checkpoint, model=None, config=None):
     """A `Model` from a training workdir, an orbax variables dir, an official `.pth.tar` or a
     parity `.npz`. `model` ("fnevr"/"fomm") or `config.model` must agree with what the
@@ -70,11 +41,15 @@ def load_model(checkpoint, model=None, config=None):
     path = pathlib.Path(checkpoint)
     if model is None and config is not None:
         model = config.model
-    if is_training_workdir(path):
-        saved = ml_collections.ConfigDict(json.loads((path / "config.json").read_text()))
+    if checkpoint_io.is_training_workdir(path):
+        try:
+            saved, task, step = checkpoint_io.restore_training_state(path)
+        except checkpoint_io.CheckpointError as e:
+            raise api.AnimatorError(str(e)) from None
+        saved = ml_collections.ConfigDict(saved)
         if model is not None and saved.get("model") != model:
             raise api.AnimatorError(f"{path}: holds a {saved.get('model')!r} model, not {model!r}")
-        params, batch_stats, step = _restore_training_state(path)
+        params, batch_stats = task["params"], task.get("batch_stats", {})
         modules = ("kp_detector", "generator")
         variables = {"params": {m: params[m] for m in modules if m in params},
                      "batch_stats": {m: batch_stats[m] for m in modules if m in batch_stats}}

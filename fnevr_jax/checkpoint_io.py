@@ -5,7 +5,7 @@
 - `metadata`: a JSON dict, e.g. `{"model": "fnevr", "config": {...}, "source": "..."}`.
 
 This is for exported or converted models (single process); training state is checkpointed
-with an orbax CheckpointManager.
+with an orbax CheckpointManager in a train.py workdir, which `restore_training_state` reads.
 """
 import json
 import os
@@ -86,3 +86,32 @@ def load_variables(directory):
         raise CheckpointError(
             f"{directory}: corrupt checkpoint ({type(e).__name__}: {detail})") from None
     return restored["variables"], restored["metadata"]
+
+
+def is_training_workdir(path):
+    """True for a train.py --workdir (a `checkpoints` directory and `config.json`)."""
+    path = pathlib.Path(path)
+    return path.is_dir() and (path / "checkpoints").is_dir() and (path / "config.json").is_file()
+
+
+def restore_training_state(workdir):
+    """(config dict, task state as numpy, step) of the latest finished step of a workdir."""
+    workdir = pathlib.Path(workdir)
+    steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()
+                   if p.name.isdigit() and (p / "state").is_dir())
+    if not steps:
+        raise CheckpointError(f"{workdir}: a training workdir without a finished checkpoint")
+    directory = workdir / "checkpoints" / str(steps[-1])
+    checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler(
+        state=ocp.PyTreeCheckpointHandler()))
+    try:
+        config = json.loads((workdir / "config.json").read_text())
+        tree = checkpointer.metadata(directory).item_metadata["state"].tree
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        state = checkpointer.restore(directory, args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(restore_args=restore_args)))["state"]
+    except Exception as e:  # noqa: BLE001 (orbax reports damage with many exception types)
+        detail = " ".join(str(e).split())[:200]
+        raise CheckpointError(f"{directory}: cannot restore ({type(e).__name__}: {detail})") \
+            from None
+    return config, state["task"], steps[-1]

@@ -15,7 +15,7 @@ import pytest
 
 import animate
 from configs import fnevr as fnevr_configs
-from fnevr_jax import convert
+from fnevr_jax import convert, media
 from fnevr_jax.models import init_variables
 from fnevr_jax.models.pose_editor import PoseEditor
 from fnevr_jax.models import example_inputs
@@ -76,7 +76,7 @@ def test_real_input_crop(fnevr_dir, tmp_path):
     driving_fps, _ = _video_info_header(FEAT / "WolfgangLanger_Pexels.mp4")
     assert frames.shape == (4, 256, 256, 3)
     assert abs(fps - driving_fps) < 1e-3
-    probe = subprocess.run([animate._ffmpeg(), "-hide_banner", "-i", str(out)],
+    probe = subprocess.run([media.ffmpeg(), "-hide_banner", "-i", str(out)],
                            capture_output=True, text=True).stderr
     assert "h264" in probe and "yuv420p" in probe and "Audio: aac" in probe
     assert sorted(p.name for p in tmp_path.iterdir()) == ["astronaut.mp4"]
