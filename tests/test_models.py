@@ -77,3 +77,19 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs():
     f32.image_size = 128
     ref = build_models(f32)["kp_detector"].apply(variables, image + 0.5)
     np.testing.assert_allclose(kp["value"], ref["value"], atol=5e-2)
+
+
+def test_one_down_block_keeps_fnevr_features_at_half_resolution():
+    # quick: 64x64 images, F_w / the FVR volume at 32x32, both decoders upsampling once.
+    config = fnevr_configs.get_config("quick")
+    config.generator.num_down_blocks = 1
+    models = build_models(config)
+    image, kp = example_inputs(config)
+    out = jax.eval_shape(lambda: models["generator"].init_with_output(
+        jax.random.key(0), image, kp, kp)[0])
+    assert out["warped_feature"].shape[1:3] == (32, 32)
+    assert out["sigma_map"].shape[1:4] == (config.fvr.depth, 32, 32)
+    assert out["prediction"].shape == out["render"].shape == (1, 64, 64, 3)
+    config.generator.num_down_blocks = 3
+    with pytest.raises(ValueError, match="1 or 2 down blocks, not 3"):
+        build_models(config)["generator"].init(jax.random.key(0), image, kp, kp)

@@ -53,13 +53,15 @@ class DownBlock2d(nn.Module):
 
 
 class UpBlock2d(nn.Module):
-    """Nearest ×2 → conv 3x3 → BN → ReLU."""
+    """Nearest ×2 → conv 3x3 → BN → ReLU (`upsample=False`: without the ×2)."""
     features: int
     dtype: Any = jnp.float32
+    upsample: bool = True
 
     @nn.compact
     def __call__(self, x, train=False):
-        x = conv(self.features, 3, 1, self.dtype, name="conv")(upsample_nearest2x(x))
+        x = upsample_nearest2x(x) if self.upsample else x
+        x = conv(self.features, 3, 1, self.dtype, name="conv")(x)
         return nn.relu(batch_norm(train, self.dtype, "norm")(x))
 
 

@@ -91,6 +91,7 @@ class FaceVolumeRenderer(nn.Module):
     sigma_channels: int = 128
     depth: int = 8
     hidden: int = 128
+    num_up: int = 2  # ×2 upsamplings of P_t: the generator's down blocks (official: 2)
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -102,7 +103,8 @@ class FaceVolumeRenderer(nn.Module):
         color, sigma = RayMLP(self.hidden, feature.shape[-1], self.dtype,
                               name="nerf_module")(color_in, sigma_in)
         rendered = jax.nn.sigmoid(volume_render(color, sigma))  # F_r
-        x = UpBlock2d(64, self.dtype, name="mini_decoder_0")(rendered.astype(self.dtype), train)
+        x = UpBlock2d(64, self.dtype, self.num_up > 1, name="mini_decoder_0")(
+            rendered.astype(self.dtype), train)
         x = UpBlock2d(3, self.dtype, name="mini_decoder_2")(nn.relu(x), train)
         image = jax.nn.sigmoid(x.astype(precise(self.dtype)))  # I_m = P_t(F_r); ≥ 0.5 as in the official code
         return {"feature": rendered, "render": image, "sigma_map": sigma_map}

@@ -72,10 +72,12 @@ class FNeVRGenerator(OcclusionAwareGenerator):
     spade_hidden: int = 128
 
     def decode(self, out, train):
+        if self.num_down_blocks not in (1, 2):
+            raise ValueError(f"FNeVR's decoders take 1 or 2 down blocks, not {self.num_down_blocks}")
         fvr = FaceVolumeRenderer(self.color_channels, self.sigma_channels, self.depth, self.hidden,
-                                 self.dtype, name="fvr")(out, train)
+                                 self.num_down_blocks, self.dtype, name="fvr")(out, train)
         fused = jnp.concatenate([out, fvr["feature"].astype(out.dtype)], axis=-1)
-        prediction = SPADEDecoder(self.spade_channels, self.spade_hidden, self.dtype,
+        prediction = SPADEDecoder(self.spade_channels, self.spade_hidden, self.num_down_blocks, self.dtype,
                                   name="decoder")(fused)
         return {"prediction": prediction, "render": fvr["render"], "sigma_map": fvr["sigma_map"]}
 

@@ -95,8 +95,8 @@ class FNeVRTask:
         image, kp = example_inputs(self.config)
         params["pose_editor"] = self.pose_editor.init(k_pose, jnp.eye(3)[None], kp)["params"]
         if self.use_sigma:
-            feature = jnp.zeros((1, self.config.image_size // 4, self.config.image_size // 4,
-                                 self._feature_width()))
+            size = self.config.image_size // 2**self.config.generator.num_down_blocks
+            feature = jnp.zeros((1, size, size, self._feature_width()))
             points = jnp.zeros((1, self.config.sigma_loss.num_points, 3))
             params["mesh_weights"] = self.mesh_weights.init(k_mesh, feature, points)["params"]
         opt_state = {name: opt.init(self._group(params, name))
