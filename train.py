@@ -2,6 +2,7 @@
 
     python train.py --config=configs/fnevr.py:quick --workdir=runs/quick
     python train.py --config=configs/fnevr.py --workdir=runs/fnevr --config.data.dir=SHARDS
+    python train.py --config=configs/nerf_head.py:quick --workdir=runs/nerf
 
 Rerunning with the same --workdir resumes the run. On a cluster every process runs the same
 command: TPU pods and SLURM (`srun python train.py ...`) are detected by

@@ -180,3 +180,23 @@ def test_feature_output_after_compositing_equals_per_sample_layer():
     expected = jnp.einsum("...s,...sc->...c", weights, per_sample)
     np.testing.assert_allclose(layer.apply({"params": params}, composited, acc), expected,
                                rtol=1e-5, atol=1e-5)
+
+
+def test_density_activations():
+    """relu(raw) (HeadNeRF) or softplus(raw - 1) (mip-NeRF) of the same density layer."""
+    mlp = nerf_head.ConditionalNeRFMLP(width=16, depth=2, skip_layer=1)
+    pos, codes, dirs = (jax.random.normal(jax.random.PRNGKey(i), s)
+                        for i, s in enumerate([(2, 5, 12), (2, 1, 4), (2, 1, 6)]))
+    params = mlp.init(jax.random.PRNGKey(3), pos, codes, dirs)
+    relu = mlp.apply(params, pos, codes, dirs)[0]
+    soft = nerf_head.ConditionalNeRFMLP(16, 2, 1, density_activation="softplus").apply(
+        params, pos, codes, dirs)[0]
+    # Recover the pre-activation where relu kept it and compare softplus(raw - 1) there.
+    kept = np.asarray(relu) > 0
+    assert kept.any()
+    np.testing.assert_allclose(np.asarray(soft)[kept],
+                               np.asarray(jax.nn.softplus(relu - 1.0))[kept], rtol=1e-5)
+    assert (np.asarray(soft) > 0).all()
+    with pytest.raises(ValueError, match="density_activation 'elu'"):
+        nerf_head.ConditionalNeRFMLP(16, 2, 1, density_activation="elu").apply(
+            params, pos, codes, dirs)

@@ -20,6 +20,8 @@ import jax.numpy as jnp
 
 from fnevr_jax import rendering
 
+DENSITY_ACTIVATIONS = ("relu", "softplus")
+
 
 class SplitDense(nn.Module):
     """Dense layer over the concatenation of `parts` without building the concatenation.
@@ -52,11 +54,15 @@ class ConditionalNeRFMLP(nn.Module):
     view encoding joins a linear bottleneck in the feature branch (section 2.2.2). The branch
     stops before its last, affine layer (`FeatureOutput`), which runs after compositing.
     `per_image_codes=False` concatenates the codes to every sample instead (the reference path).
+    `density_activation` "relu" is HeadNeRF's; "softplus" is mip-NeRF's softplus(x - 1), whose
+    gradient never vanishes, so a density that starts negative everywhere (the pre-activation
+    w . h of non-negative h often has one sign for every sample of a random init) still trains.
     """
     width: int = 384
     depth: int = 8
     skip_layer: int = 5
     per_image_codes: bool = True
+    density_activation: str = "relu"
 
     @nn.compact
     def __call__(self, pos_enc, codes, dir_enc):
@@ -79,8 +85,11 @@ class ConditionalNeRFMLP(nn.Module):
                 h = nn.Dense(self.width, kernel_init=nn.initializers.glorot_uniform(),
                              name=f"trunk_{i}")(h)
             h = nn.relu(h)
-        sigma = nn.relu(nn.Dense(1, kernel_init=nn.initializers.glorot_uniform(),
-                                 name="density")(h)[..., 0])
+        raw = nn.Dense(1, kernel_init=nn.initializers.glorot_uniform(), name="density")(h)[..., 0]
+        if self.density_activation not in DENSITY_ACTIVATIONS:
+            raise ValueError(f"density_activation {self.density_activation!r} not in "
+                             f"{DENSITY_ACTIVATIONS}")
+        sigma = nn.relu(raw) if self.density_activation == "relu" else nn.softplus(raw - 1.0)
         bottleneck = nn.Dense(self.width, kernel_init=nn.initializers.glorot_uniform(),
                               name="bottleneck")(h)
         return sigma, nn.relu(SplitDense(self.width // 2, name="feature")(bottleneck, dir_enc))
@@ -172,6 +181,7 @@ class NeRFHead(nn.Module):
     background_init: float = 1.0
     remat: bool = False
     per_image_codes: bool = True
+    density_activation: str = "relu"
 
     @property
     def num_units(self):
@@ -204,7 +214,8 @@ class NeRFHead(nn.Module):
         codes = jnp.concatenate([z_id, beta], axis=-1)[:, None, None, None, :]
         mlp_cls = nn.remat(ConditionalNeRFMLP) if self.remat else ConditionalNeRFMLP
         sigma, hidden = mlp_cls(self.mlp_width, self.mlp_depth, self.mlp_skip_layer,
-                                self.per_image_codes, name="mlp")(pos_enc, codes, dir_enc)
+                                self.per_image_codes, self.density_activation,
+                                name="mlp")(pos_enc, codes, dir_enc)
         _, _, weights = rendering.compute_weights(sigma, deltas)
         hidden, acc = rendering.composite(weights, hidden)
         features = FeatureOutput(self.feature_channels, name="feature_out")(hidden, acc)
