@@ -42,9 +42,9 @@ class NerfHeadTask:
             raise ValueError("config.data.holdout_frames must be >= 1: evaluation renders the "
                              "held-out last frames of the training clips")
         try:
-            self.split = shards.open_split(c.data.dir, "train", size=c.model.output_size,
+            split = shards.open_split(c.data.dir, "train", size=c.model.output_size,
                                            require=loaders.NERF_FIELDS)
-            frames = loaders.nerf_frames(self.split, c.data.holdout_frames)
+            frames = loaders.nerf_frames(split, c.data.holdout_frames)
         except (shards.DatasetError, FileNotFoundError, OSError) as e:
             raise ValueError(f"{_missing_data(config)} ({str(e).splitlines()[0]})") from None
         first = loaders.nerf_heldout(c.data.dir, holdout_frames=1, process_index=0,
