@@ -43,7 +43,7 @@ class NerfHeadTask:
                              "held-out last frames of the training clips")
         try:
             split = shards.open_split(c.data.dir, "train", size=c.model.output_size,
-                                           require=loaders.NERF_FIELDS)
+                                      require=loaders.NERF_FIELDS)
             frames = loaders.nerf_frames(split, c.data.holdout_frames)
         except (shards.DatasetError, FileNotFoundError, OSError) as e:
             raise ValueError(f"{_missing_data(config)} ({str(e).splitlines()[0]})") from None
