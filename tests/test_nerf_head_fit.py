@@ -93,7 +93,8 @@ def test_fit_command_line_image_checkpoint_and_codes(tmp_path):
     config.fit.num_iters = 10
     model = nerf_head.from_config(config.model)
     params = nerf_head.init_params(model, jax.random.PRNGKey(0))
-    checkpoint_io.save_variables(tmp_path / "model", {"params": params}, {"model": "nerf_head"})
+    checkpoint_io.save_variables(tmp_path / "model", {"params": params},
+                                 {"model": "nerf_head", "config": config.to_dict()})
     problem = fit.synthetic_problem(model, params, jax.random.PRNGKey(1), config.camera)
     Image.fromarray(np.uint8(np.asarray(problem["target"][0]) * 255)).save(tmp_path / "t.png")
     mask = np.zeros((32, 32), np.uint8)

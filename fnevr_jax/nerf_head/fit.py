@@ -13,8 +13,8 @@ compiled `jax.lax.scan`.
 
 `--synthetic` renders a target from known codes with a randomly initialised model (seed
 `config.seed`) and starts from perturbed codes and camera, reporting the code error too.
-`--checkpoint` is a model export (`fnevr_jax.checkpoint_io.save_variables`, variables
-{"params": ...} of `config.model`). `--init_codes` is an .npz with z_id [id_dim] and beta [expr_dim], and optionally intrinsics
+`--checkpoint` is a `train.py` workdir or a model export
+(`fnevr_jax.checkpoint_io.save_variables`, variables {"params": ...} of `config.model`). `--init_codes` is an .npz with z_id [id_dim] and beta [expr_dim], and optionally intrinsics
 [3, 3] (at the output size) and cam_to_world [3, 4]; missing entries start at zero codes and the
 default camera of `config.camera`. Writes codes.npz, render.png (target | render) and
 metrics.json (L1, PSNR, SSIM on the head region over white, and the times) to --workdir.
@@ -30,10 +30,10 @@ import numpy as np
 import optax
 from PIL import Image
 
-from fnevr_jax import checkpoint_io, rendering
+from fnevr_jax import rendering
 from fnevr_jax.metrics import image as image_metrics_lib
 from fnevr_jax.models import nerf_head
-from fnevr_jax.nerf_head import losses
+from fnevr_jax.nerf_head import losses, render
 
 OFFSET_GROUPS = {"id": "id", "expr": "expr", "euler": "camera", "translation": "camera"}
 
@@ -166,8 +166,7 @@ def _load_image(path, size, gray=False):
 
 
 def _load_params(path):
-    variables, _ = checkpoint_io.load_variables(path)
-    return jax.tree.map(jnp.asarray, variables["params"])
+    return render.load(path)[2]
 
 
 def _real_problem(config, model, flags):
@@ -256,7 +255,7 @@ if __name__ == "__main__":
                                     lock_config=True)
     flags.DEFINE_string("workdir", None, "output directory")
     flags.DEFINE_bool("synthetic", False, "fit a target rendered by a random model")
-    flags.DEFINE_string("checkpoint", None, "model export (checkpoint_io.save_variables)")
+    flags.DEFINE_string("checkpoint", None, "train.py workdir or model export")
     flags.DEFINE_string("image", None, "square RGB image to fit")
     flags.DEFINE_string("mask", None, "head mask image (white = head); default all head")
     flags.DEFINE_string("init_codes", None, ".npz with z_id, beta [, intrinsics, cam_to_world]")
