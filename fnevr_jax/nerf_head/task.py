@@ -110,7 +110,7 @@ class NerfHeadTask:
         updates, opt_state = self.optimizer.update(grads, state["opt_state"], state["params"])
         metrics = {f"loss/{k}": v for k, v in terms.items()}
         metrics["loss/total"] = loss
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = optax.tree.norm(grads)
         return {"params": optax.apply_updates(state["params"], updates),
                 "opt_state": opt_state}, metrics
 

@@ -217,7 +217,7 @@ class FNeVRTask:
             group, group_grads = self._group(params, name), self._group(grads, name)
             updates, opt_state[name] = self.optimizers[name].update(group_grads, opt_state[name])
             params.update(optax.apply_updates(group, updates))
-            metrics[f"grad_norm/{name}"] = optax.global_norm(group_grads)
+            metrics[f"grad_norm/{name}"] = optax.tree.norm(group_grads)
         if self.use_gan:
             disc = self.models["discriminator"]
             scales = disc.scales
@@ -243,7 +243,7 @@ class FNeVRTask:
             params.update(optax.apply_updates({"discriminator": params["discriminator"]}, updates))
             stats = {**stats, "discriminator": d_stats}
             metrics["loss/discriminator_gan"] = loss
-            metrics["grad_norm/discriminator"] = optax.global_norm(d_grads)
+            metrics["grad_norm/discriminator"] = optax.tree.norm(d_grads)
         return {"params": params, "batch_stats": stats, "opt_state": opt_state}, metrics
 
     # ------------------------------------------------------------------------------- outputs
