@@ -95,6 +95,18 @@ class VideoWriter:
             p.unlink(missing_ok=True)
 
 
+def write_video(out, frames, fps):
+    """Writes uint8 RGB frames as a whole video (`VideoWriter`, no audio)."""
+    writer = VideoWriter(out, fps)
+    try:
+        for frame in frames:
+            writer.write(frame)
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+
+
 def write_image(out, image):
     out = pathlib.Path(out)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}{out.suffix}")

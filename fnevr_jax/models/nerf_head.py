@@ -11,6 +11,7 @@ codes, W [gamma(x); z] = W_x gamma(x) + (W_z z) broadcast over rays and samples;
 encoding likewise enters once per ray. The MLP's last feature layer is affine, so it is
 applied after compositing, once per ray: sum_i w_i (W f_i + b) = W (sum_i w_i f_i) + acc b.
 """
+import functools
 import math
 from typing import Callable
 
@@ -262,8 +263,12 @@ def init_params(model, key):
     return variables["params"]
 
 
+@functools.cache
 def make_render_fn(model, randomized=False, render_background=False):
-    """One jitted function render(params, z_id, beta, intrinsics, cam_to_world, key) -> dict."""
+    """One jitted function render(params, z_id, beta, intrinsics, cam_to_world, key) -> dict.
+
+    Cached per (model, flags), so every caller shares one compilation per input shape.
+    """
     def render(params, z_id, beta, intrinsics, cam_to_world, key=None):
         return model.apply({"params": params}, z_id, beta, intrinsics, cam_to_world, key,
                            randomized=randomized, render_background=render_background)

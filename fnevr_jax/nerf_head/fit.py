@@ -22,6 +22,7 @@ metrics.json (L1, PSNR, SSIM on the head region over white, and the times) to --
 import functools
 import json
 import pathlib
+import sys
 import time
 
 import jax
@@ -173,18 +174,8 @@ def _real_problem(config, model, flags):
     size = model.output_size
     target = _load_image(flags.image, size)
     mask = _load_image(flags.mask, size, gray=True) if flags.mask else jnp.ones((1, size, size))
-    codes = dict(np.load(flags.init_codes)) if flags.init_codes else {}
-    intrinsics, cam = nerf_head.default_camera(1, size, config.camera.focal_scale,
-                                               config.camera.distance)
-    return {
-        "target": target, "mask": mask,
-        "z_id": jnp.asarray(codes.get("z_id", np.zeros(model.id_dim)), jnp.float32)[None],
-        "beta": jnp.asarray(codes.get("beta", np.zeros(model.expr_dim)), jnp.float32)[None],
-        "intrinsics": jnp.asarray(codes["intrinsics"], jnp.float32)[None]
-        if "intrinsics" in codes else intrinsics,
-        "cam_to_world": jnp.asarray(codes["cam_to_world"], jnp.float32)[None]
-        if "cam_to_world" in codes else cam,
-    }
+    codes = render.load_codes(flags.init_codes, config, model)
+    return {"target": target, "mask": mask, **codes}
 
 
 def run(config, workdir, flags):
@@ -243,7 +234,11 @@ def run(config, workdir, flags):
 def main(argv):
     del argv
     from absl import flags
-    metrics = run(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS)
+    try:
+        metrics = run(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS)
+    except render.RenderError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     print(json.dumps(metrics, indent=2))
 
 

@@ -9,9 +9,9 @@
 
 CHECKPOINT: a `train.py --config=configs/nerf_head.py` workdir (its latest checkpoint) or a
 model export (`checkpoint_io.save_variables`, metadata with the config). The head to render
-comes from `--codes` (an .npz of `z_id`, `beta`, and optionally `intrinsics` and
-`cam_to_world`, as `fnevr_jax.nerf_head.fit` writes) or from frame `--frame` of clip `--clip`
-of the shards in `--data` (its codes and camera).
+comes from `--codes` (an .npz of `z_id`, `beta`, `intrinsics` and `cam_to_world`, as
+`fnevr_jax.nerf_head.fit` writes; missing codes are zeros, a missing camera the default) or
+from frame `--frame` of clip `--clip` of the shards in `--data` (its codes and camera).
 
 - `orbit`: the camera circles the head (yaw swing `--yaw`, pitch swing `--pitch`, degrees).
 - `interpolate`: paper Fig. 6, a grid whose rows interpolate the identity code and whose
@@ -80,26 +80,27 @@ def shard_clip(data, clip, size, split="train"):
             "cam_to_world": jnp.asarray(c["extrinsics"][:, :3]), "video": c["video"]}
 
 
+def load_codes(path, config, model):
+    """A head from a codes .npz (z_id, beta, intrinsics, cam_to_world; `path` None: none):
+    missing codes are zeros, a missing camera is `config.camera`'s default."""
+    try:
+        saved = dict(np.load(path)) if path else {}
+    except (OSError, ValueError) as e:
+        raise RenderError(f"{path}: cannot read the codes ({e})") from None
+    K, cam = nerf_head.default_camera(1, model.output_size, config.camera.focal_scale,
+                                      config.camera.distance)
+    defaults = {"z_id": jnp.zeros((1, model.id_dim)), "beta": jnp.zeros((1, model.expr_dim)),
+                "intrinsics": K, "cam_to_world": cam}
+    return {k: jnp.asarray(saved[k], jnp.float32)[None] if k in saved else v
+            for k, v in defaults.items()}
+
+
 def head_codes(args, config, model, codes=None, clip=None, frame=None):
     """One head: {z_id, beta, intrinsics, cam_to_world}, each with a leading axis of 1."""
     codes, clip = codes or args.codes, args.clip if clip is None else clip
     frame = args.frame if frame is None else frame
     if codes:
-        try:
-            saved = dict(np.load(codes))
-        except (OSError, ValueError) as e:
-            raise RenderError(f"{codes}: cannot read the codes ({e})") from None
-        missing = {"z_id", "beta"} - set(saved)
-        if missing:
-            raise RenderError(f"{codes}: no {' or '.join(sorted(missing))} array")
-        K, cam = nerf_head.default_camera(1, model.output_size, config.camera.focal_scale,
-                                          config.camera.distance)
-        out = {"z_id": jnp.asarray(saved["z_id"], jnp.float32)[None],
-               "beta": jnp.asarray(saved["beta"], jnp.float32)[None],
-               "intrinsics": jnp.asarray(saved["intrinsics"], jnp.float32)[None]
-               if "intrinsics" in saved else K,
-               "cam_to_world": jnp.asarray(saved["cam_to_world"], jnp.float32)[None]
-               if "cam_to_world" in saved else cam}
+        out = load_codes(codes, config, model)
     elif args.data:
         frames = shard_clip(args.data, clip, model.output_size, args.split)
         if not 0 <= frame < len(frames["video"]):
@@ -133,8 +134,8 @@ def render_frames(model, params, z_id, beta, intrinsics, cam_to_world, batch_siz
         chunk = [a[start:start + size] for a in arrays]
         pad = size - len(chunk[0])
         chunk = [jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]) if pad else a for a in chunk]
-        out.append(np.asarray(render(params, *chunk)["image"])[:size - pad])
-    return media.to_uint8(np.concatenate(out))
+        out.append(render(params, *chunk)["image"][:size - pad])   # stays on device
+    return media.to_uint8(np.asarray(jnp.concatenate(out)))
 
 
 def orbit_cameras(cam_to_world, num_frames, yaw_degrees, pitch_degrees):
@@ -174,7 +175,7 @@ def orbit(args, config, model, params):
     cams = orbit_cameras(head["cam_to_world"], args.frames, args.yaw, args.pitch)
     frames = render_frames(model, params, head["z_id"], head["beta"], head["intrinsics"], cams,
                            args.batch_size)
-    write_video(args.out, frames, args.fps)
+    media.write_video(args.out, frames, args.fps)
     return f"wrote {args.out}: {len(frames)} views"
 
 
@@ -201,19 +202,8 @@ def drive(args, config, model, params):
                            codes["cam_to_world"], args.batch_size)
     if args.side_by_side:
         frames = np.concatenate([media.to_uint8(driving["video"]), frames], axis=2)
-    write_video(args.out, frames, args.fps)
+    media.write_video(args.out, frames, args.fps)
     return f"wrote {args.out}: {len(frames)} frames ({'absolute' if args.absolute else 'relative'})"
-
-
-def write_video(out, frames, fps):
-    writer = media.VideoWriter(out, fps)
-    try:
-        for frame in frames:
-            writer.write(frame)
-        writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
 
 
 COMMANDS = {"orbit": orbit, "interpolate": interpolate, "drive": drive}
