@@ -41,7 +41,9 @@ def get_config(arg=None):
     # number of depth samples D, and the width of the ray MLP f_θ.
     c.fvr = ml_collections.ConfigDict(dict(
         color_channels=128, sigma_channels=128, depth=8, hidden=128))
-    c.spade = ml_collections.ConfigDict(dict(mid_channels=128, hidden=128))
+    # SPADE decoder: the conditioning map's width, the SPADE layers' shared conv width and the
+    # blocks' output widths (SPADE_0, then SPADE_1..3 at full resolution).
+    c.spade = ml_collections.ConfigDict(dict(mid_channels=128, hidden=128, block_channels=(128, 32)))
     c.discriminator = ml_collections.ConfigDict(dict(
         scales=(1,), block_expansion=32, max_features=512, num_blocks=4, spectral_norm=True,
         use_kp=False, kp_variance=0.01))

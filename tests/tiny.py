@@ -13,7 +13,7 @@ OVERRIDES = {
     "dense_motion.block_expansion": 8, "dense_motion.max_features": 32,
     "dense_motion.num_blocks": 2,
     "fvr.color_channels": 32, "fvr.sigma_channels": 32, "fvr.hidden": 16,
-    "spade.mid_channels": 16,
+    "spade.mid_channels": 16, "spade.block_channels": (16, 4),
     "discriminator.block_expansion": 8, "discriminator.max_features": 32,
     "pose_editor.hidden": (16,), "mesh_weights.width": 8,
     "loss_weights.perceptual": (10.0, 10.0, 0.0, 0.0, 0.0),

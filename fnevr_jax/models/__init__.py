@@ -25,7 +25,8 @@ def build_models(config):
     if config.model == "fnevr":
         generator = FNeVRGenerator(**common, **config.fvr.to_dict(),
                                    spade_channels=config.spade.mid_channels,
-                                   spade_hidden=config.spade.hidden)
+                                   spade_hidden=config.spade.hidden,
+                                   spade_block_channels=tuple(config.spade.block_channels))
     else:
         generator = FOMMGenerator(**common,
                                   num_bottleneck_blocks=config.generator.num_bottleneck_blocks)

@@ -70,6 +70,7 @@ class FNeVRGenerator(OcclusionAwareGenerator):
     hidden: int = 128
     spade_channels: int = 128
     spade_hidden: int = 128
+    spade_block_channels: tuple = (128, 32)
 
     def decode(self, out, train):
         if self.num_down_blocks not in (1, 2):
@@ -77,8 +78,8 @@ class FNeVRGenerator(OcclusionAwareGenerator):
         fvr = FaceVolumeRenderer(self.color_channels, self.sigma_channels, self.depth, self.hidden,
                                  self.num_down_blocks, self.dtype, name="fvr")(out, train)
         fused = jnp.concatenate([out, fvr["feature"].astype(out.dtype)], axis=-1)
-        prediction = SPADEDecoder(self.spade_channels, self.spade_hidden, self.num_down_blocks, self.dtype,
-                                  name="decoder")(fused)
+        prediction = SPADEDecoder(self.spade_channels, self.spade_hidden, self.spade_block_channels,
+                                  self.num_down_blocks, self.dtype, name="decoder")(fused)
         return {"prediction": prediction, "render": fvr["render"], "sigma_map": fvr["sigma_map"]}
 
 

@@ -51,26 +51,29 @@ class SPADEBlock(nn.Module):
 
 
 class SPADEDecoder(nn.Module):
-    """seg conv, then SPADE blocks C→C/4 (↑2) → C/16 (↑2) → C/16 → C/16, 7x7 conv, sigmoid.
+    """seg conv, then SPADE blocks C→C_0 (↑2) → C_1 (↑2) → C_1 → C_1, 7x7 conv, sigmoid.
 
-    `hidden` is the width of every SPADE layer's shared conv (128 in the official code); at
-    full resolution these convs are most of the decoder's cost. `num_up` (the generator's
-    down blocks, 2 officially) is the number of ×2 upsamplings; with 1, only SPADE_0's.
+    `block_channels` = (C_0, C_1) are the blocks' output widths: (128, 32) officially, C/4 and
+    C/16 of the fused 512 channels. `hidden` is the width of every SPADE layer's shared conv
+    (128 in the official code); at full resolution these convs are most of the decoder's cost.
+    `num_up` (the generator's down blocks, 2 officially) is the number of ×2 upsamplings;
+    with 1, only SPADE_0's.
     """
     mid_channels: int = 128
     hidden: int = 128
+    block_channels: tuple = (128, 32)
     num_up: int = 2
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         seg = nn.relu(conv(self.mid_channels, 3, 1, self.dtype, "seg_conv_0")(x))
-        c = x.shape[-1]
+        c0, c1 = self.block_channels
         up = lambda y: resize_bilinear(y, (2 * y.shape[1], 2 * y.shape[2]), align_corners=True)
-        x = up(SPADEBlock(c // 4, self.hidden, self.dtype, name="SPADE_0")(x, seg))
-        x = SPADEBlock(c // 16, self.hidden, self.dtype, name="SPADE_1")(x, seg)
+        x = up(SPADEBlock(c0, self.hidden, self.dtype, name="SPADE_0")(x, seg))
+        x = SPADEBlock(c1, self.hidden, self.dtype, name="SPADE_1")(x, seg)
         x = up(x) if self.num_up > 1 else x
-        x = SPADEBlock(c // 16, self.hidden, self.dtype, name="SPADE_2")(x, seg)
-        x = SPADEBlock(c // 16, self.hidden, self.dtype, name="SPADE_3")(x, seg)
+        x = SPADEBlock(c1, self.hidden, self.dtype, name="SPADE_2")(x, seg)
+        x = SPADEBlock(c1, self.hidden, self.dtype, name="SPADE_3")(x, seg)
         x = conv(3, 7, 3, self.dtype, "final_0")(x)
         return jax.nn.sigmoid(x.astype(precise(self.dtype)))
