@@ -128,7 +128,8 @@ def make_motion(rng, frames: int):
     scale = rng.uniform(0.4, 1.0)
     pose = np.stack([0.5 * scale * _smooth(rng, t), 0.28 * scale * _smooth(rng, t),
                      0.18 * scale * _smooth(rng, t)], -1)
-    trans = np.stack([0.25 * _smooth(rng, t), 0.2 * _smooth(rng, t),
+    # Up to ±0.5 (x) and ±0.4 (y) head units: ±10 px at 64 px, a loosely framed talking head.
+    trans = np.stack([0.5 * _smooth(rng, t), 0.4 * _smooth(rng, t),
                       DISTANCE + 0.4 * _smooth(rng, t)], -1)
     eyes = np.ones(frames)
     start = rng.uniform(-2.0, 1.0)
@@ -288,7 +289,7 @@ def _render_rays(ident: Identity, rot, trans, expr, light, dirs_cam):
 
 
 def render_clip(ident: Identity, pose, trans, expr, background, light, size: int,
-                supersample: int = 1, max_rays: int = 1 << 18):
+                supersample: int = 2, max_rays: int = 1 << 18):
     """Renders (T, size, size, 3) float frames in [0, 1] and (T, size, size) foreground masks."""
     s = size * supersample
     k = intrinsics(size)
@@ -340,7 +341,7 @@ def extrinsics(pose, trans) -> np.ndarray:
 
 
 def make_clip(seed: int, split: str, index: int, identity_index: int, *, frames: int = 64,
-              size: int = 64, points: int = 468, supersample: int = 1) -> dict:
+              size: int = 64, points: int = 468, supersample: int = 2) -> dict:
     """One clip with its ground truth, as keyword arguments of ``shards.encode_clip``."""
     ident = make_identity(seed, identity_index)
     rng = np.random.default_rng([seed, 1, SPLIT_IDS.get(split, 2), index])
@@ -383,7 +384,7 @@ class _IdentityOf:
 
 def generate(output, *, train_clips: int = 200, test_clips: int = 20, identities: int = 40,
              test_identities: int = 4, frames: int = 64, size: int = 64, points: int = 468,
-             supersample: int = 1, encoding: str = "png", quality: int = 95,
+             supersample: int = 2, encoding: str = "png", quality: int = 95,
              clips_per_shard: int = 25, workers: int = 2, seed: int = 0) -> shards.DatasetInfo:
     """Writes a synthetic dataset (train and test splits, disjoint identities) to ``output``.
 
@@ -434,7 +435,8 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=64)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--points", type=int, default=468, help="3D surface points per frame")
-    p.add_argument("--supersample", type=int, default=1, help="anti-aliasing factor")
+    p.add_argument("--supersample", type=int, default=2,
+                   help="anti-aliasing: rays per pixel along each axis")
     p.add_argument("--encoding", choices=shards.ENCODINGS, default="png")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality")
     p.add_argument("--clips-per-shard", type=int, default=25)
