@@ -189,13 +189,17 @@ def clip_masks(record: dict, indices=None) -> np.ndarray:
 
 
 def atomic_write(path, data: bytes | str) -> None:
-    """Writes ``path`` through a temporary name in the same directory and a rename."""
+    """Writes ``path`` through a temporary name in the same directory and a rename; a failed
+    write leaves neither file behind."""
     path = pathlib.Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     mode = "wb" if isinstance(data, bytes) else "w"
-    with open(tmp, mode) as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, mode) as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_shard(path, records, clips, **meta) -> None:

@@ -10,6 +10,8 @@ import uuid
 import cv2
 import numpy as np
 
+from data_pipelines import shards
+
 
 class MediaError(Exception):
     """An output that cannot be written: reported as one line."""
@@ -108,11 +110,15 @@ def write_video(out, frames, fps):
 
 
 def write_image(out, image):
+    """Writes a uint8 RGB image in the format of `out`'s suffix (png, jpg, ...)."""
     out = pathlib.Path(out)
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}{out.suffix}")
     try:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-            raise MediaError(f"{out}: cannot write the image")
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
+        ok, data = cv2.imencode(out.suffix, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise MediaError(f"{out}: cannot write the image (unknown suffix {out.suffix!r}?)")
+    try:
+        shards.atomic_write(out, data.tobytes())
+    except OSError as e:
+        raise MediaError(f"{out}: cannot write the image ({e.strerror or e})") from None
