@@ -2,7 +2,8 @@
 
 Each fixture `.npz` (made with the official FNeVR / first-order-model code, see
 `tests/data/README.md`) stores inputs, the official outputs, and a `manifest` from which every
-state-dict entry is drawn with numpy alone.
+state-dict entry is drawn with numpy alone; `fixture_outputs` runs the project's networks on
+its inputs in float32 or float64.
 """
 import json
 import zlib
@@ -33,3 +34,47 @@ def fixture_state_dict(fixture):
             raise ValueError(f"unknown distribution {dist!r} for {key} in the fixture manifest")
         state[key] = value if dist in ("zeros", "fixed") else value.astype(np.float32)
     return state, manifest["model"]
+
+
+# The outputs a fixture stores (each also as `f64:<name>`, the official float64 result).
+KEYPOINT_OUTPUTS = ("kp_source_value", "kp_source_jacobian", "kp_driving_value",
+                    "kp_driving_jacobian")
+IMAGE_OUTPUTS = ("prediction", "render", "occlusion_map", "mask", "deformed")
+
+
+def fixture_outputs(fixture, dtype=np.float32):
+    """The project's outputs on a parity fixture's inputs, {fixture output name: np.ndarray}.
+
+    Converts the fixture's state dict, builds the networks with compute dtype `dtype`, casts
+    the variables and the inputs (uint8 / 255) to `dtype`, and runs the keypoint detector on
+    source and driving and the generator on (source, kp_source, kp_driving), jitted. float64
+    needs JAX's x64 mode (`with jax.enable_x64(True):`); it is then float64 everywhere, and is
+    compared with the fixture's `f64:` outputs.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from fnevr_jax.convert import default_config, from_torch_state_dict
+    from fnevr_jax.models import build_models, module_variables
+
+    data = np.load(fixture) if isinstance(fixture, (str, bytes)) or hasattr(fixture, "__fspath__") \
+        else fixture
+    dtype = np.dtype(dtype)
+    if jnp.zeros((), dtype).dtype != dtype:
+        raise ValueError(f"JAX computes {dtype} as {jnp.zeros((), dtype).dtype}: "
+                         "run float64 inside `with jax.enable_x64(True):`")
+    state, model = fixture_state_dict(data)
+    config = default_config(model)
+    config.dtype = dtype.name
+    cast = lambda v: np.asarray(v, dtype) if np.asarray(v).dtype.kind == "f" else v
+    variables = jax.tree.map(cast, from_torch_state_dict(state, model))
+    models = build_models(config)
+    source, driving = (data[k].astype(dtype) / dtype.type(255) for k in ("source", "driving"))
+    kp_fn = jax.jit(models["kp_detector"].apply)
+    kp_vars = module_variables(variables, "kp_detector")
+    kp = {"source": kp_fn(kp_vars, source), "driving": kp_fn(kp_vars, driving)}
+    generated = jax.jit(models["generator"].apply)(module_variables(variables, "generator"),
+                                                  source, kp["source"], kp["driving"])
+    out = {f"kp_{name}_{field}": kp[name][field] for name in kp for field in ("value", "jacobian")}
+    out.update({k: v for k, v in generated.items() if k in IMAGE_OUTPUTS})
+    return {k: np.asarray(v) for k, v in jax.device_get(out).items()}

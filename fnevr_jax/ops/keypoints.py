@@ -6,8 +6,10 @@ import jax.numpy as jnp
 def coordinate_grid(size, dtype=jnp.float32):
     """[h, w, 2] grid of (x, y) with the corner pixel centres at ±1 (`make_coordinate_grid`)."""
     h, w = size
-    x = 2 * (np.arange(w, dtype=np.float32) / np.float32(w - 1)) - 1
-    y = 2 * (np.arange(h, dtype=np.float32) / np.float32(h - 1)) - 1
+    # Computed in the dtype it is used in, as the official code does (float32 for bfloat16).
+    np_dtype = np.float64 if jnp.dtype(dtype) == jnp.float64 else np.float32
+    x = 2 * (np.arange(w, dtype=np_dtype) / np_dtype(w - 1)) - 1
+    y = 2 * (np.arange(h, dtype=np_dtype) / np_dtype(h - 1)) - 1
     grid = np.stack(np.broadcast_arrays(x[None, :], y[:, None]), axis=-1)
     return jnp.asarray(grid, dtype)
 

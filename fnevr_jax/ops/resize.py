@@ -14,14 +14,15 @@ def _bilinear_taps(in_size, out_size, align_corners):
         src = np.maximum((i + 0.5) * (in_size / out_size) - 0.5, 0.0)
     i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
     i1 = np.minimum(i0 + 1, in_size - 1)
-    lam = (src - i0).astype(np.float32)
-    return i0, i1, lam
+    return i0, i1, src - i0
 
 
 def _lerp_axis(x, axis, out_size, align_corners):
     i0, i1, lam = _bilinear_taps(x.shape[axis], out_size, align_corners)
     shape = [1] * x.ndim
     shape[axis] = out_size
+    # float64 weights for float64 x, else rounded to float32 first (as they always were).
+    lam = lam if x.dtype == jnp.float64 else lam.astype(np.float32)
     lam = jnp.asarray(lam.reshape(shape), x.dtype)
     return jnp.take(x, i0, axis=axis) * (1 - lam) + jnp.take(x, i1, axis=axis) * lam
 
@@ -58,7 +59,9 @@ def anti_alias_kernel(scale):
     sigma = (1.0 / scale - 1.0) / 2.0
     size = 2 * round(sigma * 4) + 1
     grid = np.arange(size, dtype=np.float32)
-    g = np.exp(-((grid - (size - 1) / 2) ** 2) / np.float32(2 * sigma**2)).astype(np.float32)
+    # exp of the float32 argument, rounded once to float32: torch's float32 exp, bit for bit.
+    arg = -((grid - (size - 1) / 2) ** 2) / np.float32(2 * sigma**2)
+    g = np.exp(arg.astype(np.float64)).astype(np.float32)
     kernel = g[:, None] * g[None, :]
     return (kernel / kernel.sum()).astype(np.float32)
 
