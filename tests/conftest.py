@@ -1,8 +1,17 @@
-"""Test setup: 8 simulated CPU devices, set before JAX starts a backend."""
+"""Test setup: 8 simulated CPU devices, set before JAX starts a backend.
+
+XLA compiles the test programs with LLVM's optimisation level 0: the suite's time is mostly
+XLA compiling programs that then run a few steps on tiny inputs, and -O0 compiles them 2-4x
+faster (the convolutions and matmuls are library calls either way). `tests.xla_env.env(n)`
+gives subprocesses the same flags with n devices.
+"""
 import os
 import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+from tests import xla_env
+
+os.environ["XLA_FLAGS"] = xla_env.flags(
+    8, os.environ.get("XLA_FLAGS", ""), keep_device_count=True)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Test subprocesses (train.py runs) reuse each other's compiled programs.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="fnevr_jax_xla_"))

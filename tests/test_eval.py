@@ -13,6 +13,7 @@ from configs import fnevr as fnevr_configs
 from data_pipelines import synthetic
 from fnevr_jax import checkpoint_io
 from fnevr_jax.models import init_variables
+from tests import xla_env
 
 ROOT = pathlib.Path(__file__).parent.parent
 
@@ -32,7 +33,7 @@ def setup(tmp_path_factory):
 
 def test_reconstruction_report(setup):
     out = setup / "recon"
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = xla_env.env(1)
     result = subprocess.run(
         [sys.executable, str(ROOT / "eval.py"), "--config=configs/fnevr.py:quick",
          f"--checkpoint={setup / 'ckpt'}", f"--data={setup / 'data'}",
@@ -71,7 +72,7 @@ def test_cross_identity_report(setup):
 
 
 def test_bad_input(setup, tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = xla_env.env(1)
     out = tmp_path / "report"
     result = subprocess.run(
         [sys.executable, str(ROOT / "eval.py"), "--config=configs/fnevr.py:quick",

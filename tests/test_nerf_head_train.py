@@ -17,6 +17,7 @@ from data_pipelines import loaders, synthetic
 from fnevr_jax.nerf_head import render
 from fnevr_jax.nerf_head.task import NerfHeadTask
 from fnevr_jax.training import trainer
+from tests import xla_env
 
 ROOT = pathlib.Path(__file__).parent.parent
 HOLDOUT = 4            # the last 4 of each clip's 32 frames are held out
@@ -62,7 +63,7 @@ def test_quick_config_beats_mean_image_on_held_out_frames_and_orbits(heads, tmp_
          f"--config.data.holdout_frames={HOLDOUT}", f"--config.train.num_epochs={EPOCHS}",
          "--config.data.worker_count=0"],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
+        env=xla_env.env(1))
     seconds = time.perf_counter() - start
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"finished at step {STEPS}" in result.stdout

@@ -17,15 +17,30 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fnevr_jax.training import trainer
 from fnevr_jax.training.fnevr_task import FNeVRTask
-from tests import tiny
+from tests import tiny, xla_env
 
 ROOT = pathlib.Path(__file__).parent.parent
 
 
+def _start(workdir, *args, env=None):
+    return subprocess.Popen([sys.executable, "train.py", f"--workdir={workdir}", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env or os.environ)
+
+
+def _finish(*procs, timeout=600):
+    """Waits for train.py runs started by `_start`: their CompletedProcess results.
+
+    Runs that do not depend on each other are started together: each spends most of its time
+    in single-threaded XLA compilation or in imports, so two of them share 2 cores well.
+    """
+    outs = [p.communicate(timeout=timeout) for p in procs]
+    return [subprocess.CompletedProcess(p.args, p.returncode, out, err)
+            for p, (out, err) in zip(procs, outs)]
+
+
 def _train(workdir, *args, env=None, timeout=600):
-    return subprocess.run([sys.executable, "train.py", f"--workdir={workdir}", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return _finish(_start(workdir, *args, env=env), timeout=timeout)[0]
 
 
 def _restore_params(workdir, step):
@@ -87,9 +102,9 @@ def test_one_step_on_8_devices_equals_1_device(tiny_data):
 def test_resume_is_exact(tiny_data, tmp_path):
     flags = tiny.flags(tiny_data, **{"log.checkpoint_every_steps": 3})
     straight, split = tmp_path / "straight", tmp_path / "split"
-    r = _train(straight, *flags, "--config.train.num_steps=6")
-    assert r.returncode == 0, r.stderr[-2000:]
-    r = _train(split, *flags, "--config.train.num_steps=3")
+    r_straight, r = _finish(_start(straight, *flags, "--config.train.num_steps=6"),
+                            _start(split, *flags, "--config.train.num_steps=3"))
+    assert r_straight.returncode == 0, r_straight.stderr[-2000:]
     assert r.returncode == 0, r.stderr[-2000:]
     assert "finished at step 3" in r.stdout
     r = _train(split, *flags, "--config.train.num_steps=6")
@@ -107,12 +122,11 @@ def test_two_processes_train_to_identical_parameters(tiny_data, tmp_path):
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
     flags = tiny.flags(tiny_data, **{"train.num_steps": 2})
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     procs = [subprocess.Popen(
         [sys.executable, "train.py", f"--workdir={tmp_path / 'run'}", *flags,
          f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, **env}) for i in range(2)]
+        env=xla_env.env(2)) for i in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
@@ -130,13 +144,16 @@ def _one_line_error(result):
 
 
 def test_missing_dataset_config_typo_and_incompatible_checkpoint(tiny_data, tmp_path):
-    error = _one_line_error(_train(tmp_path / "a", *tiny.flags(tmp_path / "nowhere")))
-    assert "no dataset at" in error and "python -m data_pipelines.synthetic" in error
-    error = _one_line_error(_train(tmp_path / "b", *tiny.flags(tiny_data),
-                                   "--config.train.batchsize=4"))
-    assert 'Did you mean "batch_size"' in error
     run = tmp_path / "c"
-    assert _train(run, *tiny.flags(tiny_data, **{"train.num_steps": 1})).returncode == 0
+    missing, typo, trained = _finish(
+        _start(tmp_path / "a", *tiny.flags(tmp_path / "nowhere")),
+        _start(tmp_path / "b", *tiny.flags(tiny_data), "--config.train.batchsize=4"),
+        _start(run, *tiny.flags(tiny_data, **{"train.num_steps": 1})))
+    error = _one_line_error(missing)
+    assert "no dataset at" in error and "python -m data_pipelines.synthetic" in error
+    error = _one_line_error(typo)
+    assert 'Did you mean "batch_size"' in error
+    assert trained.returncode == 0
     error = _one_line_error(_train(run, *tiny.flags(tiny_data, **{
         "train.num_steps": 2, "generator.block_expansion": 16})))
     assert "generator.block_expansion: 8 -> 16" in error and "use a new --workdir" in error
