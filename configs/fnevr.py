@@ -95,23 +95,29 @@ def get_config(arg=None):
         c.dense_motion.update(block_expansion=16, max_features=128, num_blocks=3,
                               scale_factor=0.5)
         c.fvr.update(color_channels=64, sigma_channels=64, hidden=32)
-        # SPADE_1..3 16 wide (C/8, not the official C/16 = 8): detail at full resolution.
-        c.spade.update(mid_channels=32, hidden=32, block_channels=(32, 16))
+        # SPADE_1..3 16 wide (C/8, not the official C/16 = 8): detail at full resolution. The
+        # SPADE layers' conditioning convs are 16 wide (at 32 they were half of the generator's
+        # FLOPs). This, VGG to relu2_1 and no augmentation together learned as fast per sample
+        # as the wider, augmented config (held-out L1 0.0851 vs 0.0845 after 1600 samples,
+        # 0.0713 vs 0.0710 after 2400) with a third fewer FLOPs per step.
+        c.spade.update(mid_channels=16, hidden=16, block_channels=(32, 16))
         c.discriminator.update(block_expansion=16, max_features=64, num_blocks=3)
         c.pose_editor.hidden = (64, 64)
         c.mesh_weights.width = 16
-        c.data.update(dir="data/synthetic", num_repeats=20, eval_clips=8, eval_frames=64)
-        # 400 steps. A short run learns with Adam's usual β1 = 0.9 (the GAN-style 0.5 is
-        # slower) and 5x the learning rates, divided by 10 for the last 100 steps; the pixel
+        # No augmentation: a short run underfits (train and held-out L1 are alike).
+        c.data.update(dir="data/synthetic", num_repeats=20, eval_clips=8, eval_frames=64,
+                      augment=False)
+        # 600 steps of 8. A short run learns with Adam's usual β1 = 0.9 (the GAN-style 0.5 is
+        # slower) and 5x the learning rates, divided by 10 for the last quarter; the pixel
         # L1 term (not in the paper) gets colours right in the first steps.
-        c.train.update(batch_size=8, num_epochs=4, epoch_milestones=(3,), adam_b1=0.9,
+        c.train.update(batch_size=8, num_epochs=6, epoch_milestones=(4.5,), adam_b1=0.9,
                        lr_generator=1e-3, lr_kp_detector=1e-3, lr_discriminator=1e-3)
         c.loss_weights.pixel_l1 = 100.0
         c.perceptual.scales = (1.0, 0.5)
-        # VGG up to relu3_1 only: the deeper layers cost most of a CPU step at 64x64.
-        c.loss_weights.perceptual = (10.0, 10.0, 10.0, 0.0, 0.0)
-        c.loss_weights.render_perceptual = (5.0, 5.0, 5.0, 0.0, 0.0)
+        # VGG up to relu2_1 only: the deeper layers cost most of a CPU step at 64x64.
+        c.loss_weights.perceptual = (10.0, 10.0, 0.0, 0.0, 0.0)
+        c.loss_weights.render_perceptual = (5.0, 5.0, 0.0, 0.0, 0.0)
         c.sigma_loss.num_points = 32
-        c.log.update(every_steps=10, image_every_steps=100, eval_every_steps=100,
-                     checkpoint_every_steps=100)
+        c.log.update(every_steps=10, image_every_steps=200, eval_every_steps=200,
+                     checkpoint_every_steps=200)
     return c

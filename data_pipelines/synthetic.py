@@ -20,6 +20,7 @@ import concurrent.futures as futures
 import dataclasses
 import json
 import multiprocessing
+import os
 import pathlib
 import sys
 import time
@@ -425,6 +426,33 @@ def generate(output, *, train_clips: int = 200, test_clips: int = 20, identities
                            fields=shards.FIELDS, fps=FPS, source=f"synthetic seed={seed}")
 
 
+def write_examples(output, *, seed: int = 0, test_identities: int = 4, train_identities: int = 40,
+                   frames: int = 64, size: int = 64, supersample: int = 2) -> pathlib.Path:
+    """``output/examples/``: ``source.png`` and ``driving.mp4``, the first frame and the whole of
+    held-out test clip 0 (identities never seen in training), for ``animate.py``."""
+    import imageio.v3 as iio
+    import imageio_ffmpeg
+
+    out = pathlib.Path(output) / "examples"
+    out.mkdir(parents=True, exist_ok=True)
+    identity = _IdentityOf({"train": train_identities, "test": test_identities})("test", 0)
+    video = make_clip(seed, "test", 0, identity, frames=frames, size=size, points=1,
+                      supersample=supersample)["frames"]
+    shards.atomic_write(out / "source.png", iio.imwrite("<bytes>", video[0], extension=".png"))
+    tmp = out / f".driving.tmp-{os.getpid()}.mp4"
+    try:
+        writer = imageio_ffmpeg.write_frames(str(tmp), (size, size), fps=FPS, quality=9,
+                                             macro_block_size=1, ffmpeg_log_level="error")
+        writer.send(None)
+        for frame in video:
+            writer.send(np.ascontiguousarray(frame))
+        writer.close()
+        os.replace(tmp, out / "driving.mp4")
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--output", required=True, help="dataset directory to write")
@@ -457,6 +485,10 @@ def main(argv=None) -> int:
     except shards.DatasetError as e:
         print(f"synthetic: {e}", file=sys.stderr)
         return 2
+    if a.test_clips:
+        write_examples(a.output, seed=a.seed, test_identities=a.test_identities,
+                       train_identities=a.identities, frames=a.frames, size=a.size,
+                       supersample=a.supersample)
     counts = ", ".join(f"{s}: {v['clips']} clips" for s, v in info.splits.items())
     print(f"wrote {a.output} ({counts}) in {time.time() - start:.1f} s")
     return 0
