@@ -18,7 +18,11 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).parent.parent
 EVAL_LINE = re.compile(r"\[(\d+)\] eval/l1=([\d.]+), eval/l1_copy_source=([\d.]+)")
-BOUND = 0.8  # held-out L1 at the end <= BOUND x copying the source
+# Held-out L1 at the end <= BOUND x copying the source. Measured: 0.774 (seed 0, AMD EPYC,
+# AVX2 only). The former recipe's same seed gave 0.0635 and 0.0675 on two CPUs (AVX-512 and
+# AVX2), 6% apart; 0.85 leaves 10% over 0.774 for such machine-to-machine spread. Other
+# seeds are not measured yet (issue #11).
+BOUND = 0.85
 
 
 def _run(*args, timeout):
