@@ -7,6 +7,13 @@ Variants (`get_config(arg)`):
   quick     the built-in synthetic heads (`data_pipelines.synthetic`: identity 16-d,
             expression 6-d) at 64x64 output (16x16x64 features, 24 samples, MLP 4x64);
             batch 2, about 0.35 s a training step on 2 CPU cores.
+  headnerf  HeadNeRF's network (CrisHY1995/headnerf, `NetWorks/HeadNeRFNet.py`), the model its
+            published checkpoints hold: identity 100 + expression 79 into the density trunk,
+            texture 100 + illumination 27 into the feature branch (no view direction), PE
+            [x, sin/cos(2^k x)] k < 10, rays through pixel corners, 64 samples at the near
+            edge of each bin between z = 2.5 and -3.5, cumulative-product transmittance,
+            PixelShuffle renderer of 1x1 convs. `config.headnerf` holds HeadNeRF's `para`:
+            Reso32 (32, 256, 256, the default), Reso32HR (32, 256, 512), Reso64 (64, 256, 512).
 
 Commands:
   python -m data_pipelines.synthetic --output data/synthetic
@@ -17,15 +24,26 @@ Commands:
   python -m fnevr_jax.nerf_head.fit --config=configs/nerf_head.py --checkpoint=CKPT \
       --image=face.png --mask=mask.png --init_codes=codes.npz --workdir=/tmp/fit
   python benchmarks/nerf_head.py
+  python -m fnevr_jax.convert --model headnerf --checkpoint model_Reso32.pth --out ckpt/hn32
 Overrides as usual, e.g. `--config.model.id_dim=100 --config.loss.background_weight=1`.
 Training reads shards with the fields of `data_pipelines.loaders.NERF_FIELDS`.
 """
 import ml_collections
 
-VARIANTS = ("paper512", "quick")
+VARIANTS = ("paper512", "quick", "headnerf")
+# HeadNeRF's published models: `para` = (featmap_size, featmap_nc, pred_img_size).
+HEADNERF_RESOLUTIONS = {"Reso32": (32, 256, 256), "Reso32HR": (32, 256, 512),
+                        "Reso64": (64, 256, 512)}
 
 
-def _model(variant):
+def _headnerf(resolution="Reso32"):
+    """HeadNeRF's `para` (HeadNeRFOptions.BaseOptions): the sizes a checkpoint is built for."""
+    para = ml_collections.ConfigDict()
+    para.featmap_size, para.featmap_nc, para.pred_img_size = HEADNERF_RESOLUTIONS[resolution]
+    return para
+
+
+def _model(variant, para=None):
     model = ml_collections.ConfigDict()
     model.feature_size = 32           # volume-rendered feature map is feature_size^2
     model.feature_channels = 512      # I_F channels (paper section 2.2.2)
@@ -64,6 +82,25 @@ def _model(variant):
         # (so no gradient ever reached the MLP): the 64-px model then learns one static face
         # in the background feature map. softplus trains from every init.
         model.density_activation = "softplus"
+    model.appearance_dim = 0          # codes of the feature branch (HeadNeRF: 100 + 27)
+    model.view_dirs = True            # gamma(d) into the feature branch (eq. 6)
+    model.sample_position = 0.5       # deterministic samples: bin midpoints (0.0: near edges)
+    model.transmittance = "exp"       # exp(-cumsum); "cumprod": HeadNeRF's prod(1 - a + 1e-10)
+    model.renderer_style = "giraffe"  # paper/GIRAFFE 3x3 convs; "headnerf": PixelShuffle 1x1
+    if variant == "headnerf":
+        model.feature_size = para.get_ref("featmap_size")
+        model.feature_channels = para.get_ref("featmap_nc")
+        model.output_size = para.get_ref("pred_img_size")
+        model.id_dim = 100
+        model.expr_dim = 79
+        model.appearance_dim = 127
+        model.view_dirs = False
+        model.posenc_form = "headnerf"
+        model.pixel_offset = 0.0
+        model.sample_position = 0.0
+        model.transmittance = "cumprod"
+        model.renderer_style = "headnerf"
+        model.remat = False
     return model
 
 
@@ -177,7 +214,9 @@ def get_config(arg=None):
     config.model_name = "nerf_head"
     config.variant = variant
     config.seed = 0                       # fitting's --synthetic problem
-    config.model = _model(variant)
+    if variant == "headnerf":
+        config.headnerf = _headnerf()
+    config.model = _model(variant, config.get("headnerf"))
     config.camera = _camera(variant)
     config.loss = _loss(variant)
     config.fit = _fit()

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 HIGHEST = jax.lax.Precision.HIGHEST
 POSENC_FORMS = ("paper", "headnerf")
+TRANSMITTANCE_FORMS = ("exp", "cumprod")
 
 
 @flax.struct.dataclass
@@ -55,18 +56,19 @@ def look_at_origin(position, up=(0.0, 1.0, 0.0)):
     return jnp.concatenate([rot, position[..., None]], axis=-1)
 
 
-def cast_rays(intrinsics, cam_to_world, height, width, pixel_offset=0.5):
+def cast_rays(inv_intrinsics, cam_to_world, height, width, pixel_offset=0.5):
     """One ray per pixel: d = normalise(R_c2w K^-1 [u, v, 1]), o = T_c2w.
 
-    intrinsics [..., 3, 3] for an image of `height` x `width`; `pixel_offset` 0.5 casts through
-    pixel centres, 0.0 through pixel corners (HeadNeRF). Returns `Rays` of shape [..., H, W, 3].
+    inv_intrinsics K^-1 [..., 3, 3] for an image of `height` x `width` (HeadNeRF's
+    `inv_inmat`); `pixel_offset` 0.5 casts through pixel centres, 0.0 through pixel corners
+    (HeadNeRF). Returns `Rays` of shape [..., H, W, 3].
     """
-    u = jnp.arange(width, dtype=jnp.float32) + pixel_offset
-    v = jnp.arange(height, dtype=jnp.float32) + pixel_offset
+    dtype = inv_intrinsics.dtype
+    u = jnp.arange(width, dtype=dtype) + pixel_offset
+    v = jnp.arange(height, dtype=dtype) + pixel_offset
     uu, vv = jnp.meshgrid(u, v, indexing="xy")
     pixels = jnp.stack([uu, vv, jnp.ones_like(uu)], axis=-1)
-    inv_k = jnp.linalg.inv(intrinsics)
-    dirs_cam = jnp.einsum("...ij,hwj->...hwi", inv_k, pixels, precision=HIGHEST)
+    dirs_cam = jnp.einsum("...ij,hwj->...hwi", inv_intrinsics, pixels, precision=HIGHEST)
     dirs = jnp.einsum("...ij,...hwj->...hwi", cam_to_world[..., :3, :3], dirs_cam,
                       precision=HIGHEST)
     dirs = dirs / jnp.linalg.norm(dirs, axis=-1, keepdims=True)
@@ -85,20 +87,21 @@ def z_plane_bounds(rays, z_near, z_far):
     return (z_near - oz) / dz, (z_far - oz) / dz
 
 
-def stratified_samples(key, t_near, t_far, num_samples, randomized):
+def stratified_samples(key, t_near, t_far, num_samples, randomized, position=0.5):
     """One sample per bin of S evenly spaced bins between t_near and t_far [...].
 
     Training (`randomized`, static) draws each sample uniformly inside its bin from `key`;
-    evaluation takes the bin midpoints. Returns sample distances [..., S] and bin lengths
+    evaluation takes the point `position` of the way into each bin (0.5 the midpoint, 0.0 the
+    near edge as HeadNeRF's test mode). Returns sample distances [..., S] and bin lengths
     delta [..., S] (the quadrature weights of eq. 7).
     """
-    fractions = jnp.linspace(0.0, 1.0, num_samples + 1, dtype=jnp.float32)
+    fractions = jnp.linspace(0.0, 1.0, num_samples + 1, dtype=t_near.dtype)
     edges = t_near[..., None] + (t_far - t_near)[..., None] * fractions
     deltas = edges[..., 1:] - edges[..., :-1]
     if randomized:
         offset = jax.random.uniform(key, deltas.shape, dtype=deltas.dtype)
     else:
-        offset = 0.5
+        offset = position
     return edges[..., :-1] + offset * deltas, deltas
 
 
@@ -131,16 +134,25 @@ def positional_encoding(x, num_freqs, form="paper"):
     return enc
 
 
-def compute_weights(sigma, deltas):
+def compute_weights(sigma, deltas, form="exp"):
     """Discrete eq. 7 over the last axis: alpha, exclusive transmittance and weights.
 
-    alpha_i = 1 - exp(-sigma_i delta_i), T_i = exp(-sum_{j<i} sigma_j delta_j), w_i = T_i alpha_i,
-    so sum_i w_i = 1 - T_{S} <= 1.
+    alpha_i = 1 - exp(-sigma_i delta_i), w_i = T_i alpha_i. form "exp":
+    T_i = exp(-sum_{j<i} sigma_j delta_j), so sum_i w_i = 1 - T_{S} <= 1; form "cumprod":
+    HeadNeRF's T_i = prod_{j<i} (1 - alpha_j + 1e-10) (`CalcRayColor._calc_weight`).
     """
+    if form not in TRANSMITTANCE_FORMS:
+        raise ValueError(f"transmittance form {form!r} not in {TRANSMITTANCE_FORMS}")
     tau = sigma * deltas
     alpha = 1.0 - jnp.exp(-tau)
-    cum = jnp.cumsum(tau, axis=-1)
-    transmittance = jnp.exp(-jnp.concatenate([jnp.zeros_like(cum[..., :1]), cum[..., :-1]], -1))
+    if form == "exp":
+        cum = jnp.cumsum(tau, axis=-1)
+        exclusive = jnp.concatenate([jnp.zeros_like(cum[..., :1]), cum[..., :-1]], -1)
+        transmittance = jnp.exp(-exclusive)
+    else:
+        factors = jnp.concatenate([jnp.ones_like(alpha[..., :1]), 1.0 - alpha[..., :-1] + 1e-10],
+                                  -1)
+        transmittance = jnp.cumprod(factors, axis=-1)
     return alpha, transmittance, alpha * transmittance
 
 

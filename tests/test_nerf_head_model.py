@@ -200,3 +200,27 @@ def test_density_activations():
     with pytest.raises(ValueError, match="density_activation 'elu'"):
         nerf_head.ConditionalNeRFMLP(16, 2, 1, density_activation="elu").apply(
             params, pos, codes, dirs)
+
+
+def test_pixel_shuffle_is_torchs():
+    """out[c, 2h + i, 2w + j] = in[4c + 2i + j, h, w] (torch.nn.functional.pixel_shuffle)."""
+    x = np.arange(2 * 3 * 5 * 8, dtype=np.float32).reshape(2, 3, 5, 8)  # NHWC, C = 8
+    out = np.asarray(nerf_head.pixel_shuffle(jnp.asarray(x)))
+    assert out.shape == (2, 6, 10, 2)
+    for c, i, j in np.ndindex(2, 2, 2):
+        np.testing.assert_array_equal(out[:, i::2, j::2, c], x[..., 4 * c + 2 * i + j])
+
+
+def test_headnerf_renderer_layout():
+    """HeadNeRF's renderer: 1x1 convs, PixelShuffle blocks keeping C, channels halved to 32."""
+    renderer = nerf_head.NeuralRenderer(num_units=2, min_channels=4, style="headnerf")
+    params = jax.eval_shape(renderer.init, jax.random.PRNGKey(0),
+                            jnp.zeros((1, 4, 4, 16)))["params"]
+    assert params["upsample_0"]["layer_1"]["kernel"].shape == (1, 1, 16, 32)
+    assert params["upsample_0"]["layer_2"]["kernel"].shape == (1, 1, 32, 64)
+    assert params["unit_0"]["kernel"].shape == (1, 1, 16, 8)
+    assert params["upsample_1"]["layer_2"]["kernel"].shape == (1, 1, 16, 32)
+    assert params["rgb_2"]["kernel"].shape == (1, 1, 4, 3)
+    with pytest.raises(ValueError, match="renderer style"):
+        nerf_head.NeuralRenderer(1, style="nearest").init(jax.random.PRNGKey(0),
+                                                          jnp.zeros((1, 2, 2, 4)))

@@ -57,9 +57,25 @@ def test_weights_nonnegative_and_sum_at_most_one():
     np.testing.assert_allclose(w, [1.0, 0.0, 0.0], atol=1e-6)
 
 
+def test_cumprod_transmittance_is_headnerfs():
+    """HeadNeRF's T_i = prod_{j<i} (1 - alpha_j + 1e-10): the exp form plus 1e-10 per factor."""
+    sigma = jnp.array([[0.3, 1e4, 0.5, 2.0]], jnp.float32)
+    deltas = jnp.array([[0.5, 0.25, 1.0, 0.1]], jnp.float32)
+    alpha, trans, weights = rendering.compute_weights(sigma, deltas, "cumprod")
+    a = 1 - np.exp(-np.float64(sigma) * np.float64(deltas))[0]
+    expected = np.cumprod(np.concatenate([[1.0], 1 - a[:-1] + 1e-10]))
+    np.testing.assert_allclose(trans[0], expected, rtol=1e-6)
+    np.testing.assert_allclose(weights[0], a * expected, rtol=1e-6)
+    # After the opaque sample the transmittance is 1e-10 (the exp form's is exp(-2500) = 0).
+    assert 0.5e-10 < float(trans[0, 2]) < 2e-10
+    with pytest.raises(ValueError, match="transmittance form"):
+        rendering.compute_weights(sigma, deltas, "log")
+
+
 def test_rays_from_known_camera_hit_known_points():
     intrinsics, cam_to_world = _camera()
-    rays = rendering.cast_rays(intrinsics, cam_to_world, 100, 100, pixel_offset=0.0)
+    rays = rendering.cast_rays(jnp.linalg.inv(intrinsics), cam_to_world, 100, 100,
+                               pixel_offset=0.0)
     np.testing.assert_allclose(rays.origins[50, 50], [0.0, 0.0, 10.0])
     # Pixel (u, v) = (50, 50) looks at the origin; (75, 50) and (50, 25) meet the plane z = 0
     # at x = 2.5 and y = 2.5 (image up is world +y).
@@ -77,7 +93,7 @@ def test_rays_project_back_to_their_pixels():
     base = rendering.look_at_origin(jnp.array([0.0, 0.0, 6.0]))
     cam_to_world = rendering.apply_pose_delta(base, jnp.array([0.3, -0.5, 0.2]),
                                               jnp.array([0.1, -0.2, 0.3]))
-    rays = rendering.cast_rays(intrinsics, cam_to_world, size, size)
+    rays = rendering.cast_rays(jnp.linalg.inv(intrinsics), cam_to_world, size, size)
     rot, centre = cam_to_world[:3, :3], cam_to_world[:3, 3]
     points = rays.origins + 4.2 * rays.directions
     cam = jnp.einsum("ji,hwj->hwi", rot, points - centre)  # world -> camera with R^T
@@ -110,11 +126,13 @@ def test_stratified_samples_within_bins_and_fixed_at_eval():
     assert np.std(samples, axis=0).min() > 0.01
     again, _ = rendering.stratified_samples(jax.random.PRNGKey(5), t_near, t_far, num, False)
     np.testing.assert_array_equal(again, t_eval)
+    near_edges, _ = rendering.stratified_samples(None, t_near, t_far, num, False, position=0.0)
+    np.testing.assert_allclose(near_edges, edges[:, :-1], rtol=1e-6)  # HeadNeRF's test mode
 
 
 def test_z_plane_bounds_meet_the_planes():
     intrinsics, cam_to_world = _camera()
-    rays = rendering.cast_rays(intrinsics, cam_to_world, 100, 100)
+    rays = rendering.cast_rays(jnp.linalg.inv(intrinsics), cam_to_world, 100, 100)
     t_near, t_far = rendering.z_plane_bounds(rays, 2.5, -3.5)
     np.testing.assert_allclose((rays.origins + t_near[..., None] * rays.directions)[..., 2], 2.5,
                                atol=1e-5)

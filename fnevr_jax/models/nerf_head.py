@@ -5,6 +5,12 @@ vector (eq. 6); volume rendering integrates the features into a low-resolution f
 over a learnable background feature map (eq. 7), and a GIRAFFE-style 2D neural renderer turns
 it into the RGB image (eq. 8). NHWC throughout.
 
+HeadNeRF (Hong et al., CVPR 2022; CrisHY1995/headnerf, `NetWorks/`) is the same model in
+another configuration (`configs/nerf_head.py:headnerf`): appearance codes instead of the view
+encoding in the feature branch, rays through pixel corners from its inverse intrinsics,
+samples at the near edge of each bin, its cumulative-product transmittance and its
+PixelShuffle neural renderer of 1x1 convolutions.
+
 The codes enter the MLP once per image: the first layer's kernel (and the skip layer's) is one
 parameter whose rows are split between the per-sample position encoding and the per-image
 codes, W [gamma(x); z] = W_x gamma(x) + (W_z z) broadcast over rays and samples; the view
@@ -52,7 +58,8 @@ class ConditionalNeRFMLP(nn.Module):
 
     A trunk of `depth` ReLU layers on [gamma(x), codes], the trunk input concatenated again
     into layer `skip_layer`; sigma = relu(Dense_1(h)) depends on position and codes only; the
-    view encoding joins a linear bottleneck in the feature branch (section 2.2.2). The branch
+    view encoding (or HeadNeRF's appearance code, or both: `feature_cond`) joins a linear
+    bottleneck in the feature branch (section 2.2.2). The branch
     stops before its last, affine layer (`FeatureOutput`), which runs after compositing.
     `per_image_codes=False` concatenates the codes to every sample instead (the reference path).
     `density_activation` "relu" is HeadNeRF's; "softplus" is mip-NeRF's softplus(x - 1), whose
@@ -66,8 +73,8 @@ class ConditionalNeRFMLP(nn.Module):
     density_activation: str = "relu"
 
     @nn.compact
-    def __call__(self, pos_enc, codes, dir_enc):
-        """pos_enc [..., S, P]; codes [..., Z] and dir_enc [..., D] broadcastable against it.
+    def __call__(self, pos_enc, codes, feature_cond):
+        """pos_enc [..., S, P]; codes [..., Z] and feature_cond [..., D] broadcastable against it.
 
         Returns sigma [..., S] and the feature branch's hidden layer [..., S, width / 2].
         """
@@ -76,7 +83,7 @@ class ConditionalNeRFMLP(nn.Module):
         else:
             lead = pos_enc.shape[:-1]
             codes = jnp.broadcast_to(codes, lead + codes.shape[-1:])
-            dir_enc = jnp.broadcast_to(dir_enc, lead + dir_enc.shape[-1:])
+            feature_cond = jnp.broadcast_to(feature_cond, lead + feature_cond.shape[-1:])
             trunk_input = (jnp.concatenate([pos_enc, codes], axis=-1),)
         h = nn.relu(SplitDense(self.width, name="trunk_0")(*trunk_input))
         for i in range(1, self.depth):
@@ -93,7 +100,7 @@ class ConditionalNeRFMLP(nn.Module):
         sigma = nn.relu(raw) if self.density_activation == "relu" else nn.softplus(raw - 1.0)
         bottleneck = nn.Dense(self.width, kernel_init=nn.initializers.glorot_uniform(),
                               name="bottleneck")(h)
-        return sigma, nn.relu(SplitDense(self.width // 2, name="feature")(bottleneck, dir_enc))
+        return sigma, nn.relu(SplitDense(self.width // 2, name="feature")(bottleneck, feature_cond))
 
 
 class FeatureOutput(nn.Module):
@@ -133,28 +140,61 @@ def upsample_rgb(x):
     return blur(jax.image.resize(x, (b, 2 * h, 2 * w, c), "bilinear"))
 
 
-class NeuralRenderer(nn.Module):
-    """pi_xi: feature map -> RGB image (eq. 8; section 2.2.3, Fig. 2; GIRAFFE style).
+def pixel_shuffle(x, factor=2):
+    """torch's `pixel_shuffle` in NHWC: channel c * f^2 + i * f + j -> channel c at (i, j)."""
+    b, h, w, c = x.shape
+    c_out = c // factor ** 2
+    x = x.reshape(b, h, w, c_out, factor, factor).transpose(0, 1, 4, 2, 5, 3)
+    return x.reshape(b, h * factor, w * factor, c_out)
 
-    Each of `num_units` units doubles the resolution: nearest upsampling, a 3x3 feature conv
-    (channels halved, at least `min_channels`) and LeakyReLU(0.2). A 3x3 colour conv decodes
-    the input and every unit's output to RGB; the RGB images are summed level by level, the
-    running sum upsampled bilinearly and blurred between levels, and squashed by a sigmoid.
+
+class PixelShuffleUp(nn.Module):
+    """HeadNeRF's `PixelShuffleUpsample`: x2 upsampling that keeps the channel count.
+
+    blur(pixel_shuffle(h + tile(x, 4))), h = lrelu(W2 lrelu(W1 x)) with 1x1 convs C -> 2C ->
+    4C; the residual repeats the channels four times as torch's `x.repeat(1, 4, 1, 1)` does.
+    """
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        h = nn.leaky_relu(nn.Conv(2 * c, (1, 1), name="layer_1")(x), negative_slope=0.2)
+        h = nn.leaky_relu(nn.Conv(4 * c, (1, 1), name="layer_2")(h), negative_slope=0.2)
+        return blur(pixel_shuffle(h + jnp.tile(x, (1, 1, 1, 4))))
+
+
+RENDERER_STYLES = ("giraffe", "headnerf")
+
+
+class NeuralRenderer(nn.Module):
+    """pi_xi: feature map -> RGB image (eq. 8; section 2.2.3, Fig. 2).
+
+    Each of `num_units` units doubles the resolution, then a feature conv (channels halved, at
+    least `min_channels`) and LeakyReLU(0.2). A colour conv decodes the input and every unit's
+    output to RGB; the RGB images are summed level by level, the running sum upsampled
+    bilinearly and blurred between levels, and squashed by a sigmoid. `style` "giraffe" (the
+    paper's, like GIRAFFE): nearest upsampling and 3x3 convs; "headnerf": `PixelShuffleUp` and
+    1x1 convs (HeadNeRF's `NeuralRenderer`).
     """
     num_units: int
     min_channels: int = 32
+    style: str = "giraffe"
 
     @nn.compact
     def __call__(self, features):
+        if self.style not in RENDERER_STYLES:
+            raise ValueError(f"renderer style {self.style!r} not in {RENDERER_STYLES}")
+        k = (3, 3) if self.style == "giraffe" else (1, 1)
         channels = features.shape[-1]
         x = features
-        rgb = nn.Conv(3, (3, 3), name="rgb_0")(x)
+        rgb = nn.Conv(3, k, name="rgb_0")(x)
         for i in range(self.num_units):
             rgb = upsample_rgb(rgb)
             channels = max(channels // 2, self.min_channels)
-            x = nn.leaky_relu(nn.Conv(channels, (3, 3), name=f"unit_{i}")(upsample_nearest(x)),
-                              negative_slope=0.2)
-            rgb = rgb + nn.Conv(3, (3, 3), name=f"rgb_{i + 1}")(x)
+            up = (upsample_nearest(x) if self.style == "giraffe"
+                  else PixelShuffleUp(name=f"upsample_{i}")(x))
+            x = nn.leaky_relu(nn.Conv(channels, k, name=f"unit_{i}")(up), negative_slope=0.2)
+            rgb = rgb + nn.Conv(3, k, name=f"rgb_{i + 1}")(x)
         return nn.sigmoid(rgb)
 
 
@@ -183,6 +223,11 @@ class NeRFHead(nn.Module):
     remat: bool = False
     per_image_codes: bool = True
     density_activation: str = "relu"
+    appearance_dim: int = 0
+    view_dirs: bool = True
+    sample_position: float = 0.5
+    transmittance: str = "exp"
+    renderer_style: str = "giraffe"
 
     @property
     def num_units(self):
@@ -194,36 +239,48 @@ class NeRFHead(nn.Module):
 
     @nn.compact
     def __call__(self, z_id, beta, intrinsics, cam_to_world, key=None, randomized=False,
-                 render_background=False):
+                 render_background=False, appearance=None, inv_intrinsics=None):
         """Renders images of heads with codes z_id [B, id_dim], beta [B, expr_dim].
 
-        intrinsics [B, 3, 3] are for the output image; cam_to_world [B, 3, 4]. `randomized`
-        (static) jitters the samples with `key`. Returns a dict with image [B, S, S, 3] in
-        (0, 1), features [B, s, s, C] (with background), acc and depth [B, s, s], and with
+        intrinsics [B, 3, 3] are for the output image; or, with intrinsics None,
+        inv_intrinsics [B, 3, 3] are the inverse intrinsics at the feature-map resolution
+        (HeadNeRF's `inv_inmat`). cam_to_world [B, 3, 4]; appearance [B, appearance_dim] (the
+        feature branch's codes, HeadNeRF's texture and illumination). `randomized` (static)
+        jitters the samples with `key`. Returns a dict with image [B, S, S, 3] in (0, 1),
+        features [B, s, s, C] (with background), acc and depth [B, s, s], and with
         `render_background` also background_image, the renderer applied to the background map.
         """
         size = self.feature_size
-        intrinsics = rendering.scale_intrinsics(intrinsics, size / self.output_size)
-        rays = rendering.cast_rays(intrinsics, cam_to_world, size, size, self.pixel_offset)
+        if inv_intrinsics is None:
+            inv_intrinsics = jnp.linalg.inv(
+                rendering.scale_intrinsics(intrinsics, size / self.output_size))
+        rays = rendering.cast_rays(inv_intrinsics, cam_to_world, size, size, self.pixel_offset)
         t_near, t_far = rendering.z_plane_bounds(rays, self.z_near, self.z_far)
         t, deltas = rendering.stratified_samples(key, t_near, t_far, self.num_samples,
-                                                 randomized)
+                                                 randomized, self.sample_position)
         pos_enc = rendering.positional_encoding(rendering.ray_points(rays, t), self.xyz_freqs,
                                                 self.posenc_form)
-        dir_enc = rendering.positional_encoding(rays.directions, self.dir_freqs,
-                                                self.posenc_form)[..., None, :]
         codes = jnp.concatenate([z_id, beta], axis=-1)[:, None, None, None, :]
+        feature_cond = []
+        if self.view_dirs:
+            feature_cond.append(rendering.positional_encoding(
+                rays.directions, self.dir_freqs, self.posenc_form)[..., None, :])
+        if self.appearance_dim:
+            per_ray = rays.directions.shape[:-1] + (1, self.appearance_dim)
+            feature_cond.append(jnp.broadcast_to(appearance[:, None, None, None, :], per_ray))
+        feature_cond = jnp.concatenate(feature_cond, axis=-1)
         mlp_cls = nn.remat(ConditionalNeRFMLP) if self.remat else ConditionalNeRFMLP
         sigma, hidden = mlp_cls(self.mlp_width, self.mlp_depth, self.mlp_skip_layer,
                                 self.per_image_codes, self.density_activation,
-                                name="mlp")(pos_enc, codes, dir_enc)
-        _, _, weights = rendering.compute_weights(sigma, deltas)
+                                name="mlp")(pos_enc, codes, feature_cond)
+        _, _, weights = rendering.compute_weights(sigma, deltas, self.transmittance)
         hidden, acc = rendering.composite(weights, hidden)
         features = FeatureOutput(self.feature_channels, name="feature_out")(hidden, acc)
         background = self.param("background", nn.initializers.constant(self.background_init),
                                 (1, size, size, self.feature_channels))
         features = features + (1.0 - acc)[..., None] * background
-        renderer = NeuralRenderer(self.num_units, self.renderer_min_channels, name="renderer")
+        renderer = NeuralRenderer(self.num_units, self.renderer_min_channels,
+                                  self.renderer_style, name="renderer")
         out = {
             "image": renderer(features),
             "features": features,
@@ -258,18 +315,22 @@ def default_camera(batch, output_size, focal_scale, distance):
 def init_params(model, key):
     """Initial parameters for `model`, from dummy codes of its configured dimensions."""
     intrinsics, cam_to_world = default_camera(1, model.output_size, 2.0, 6.0)
-    variables = jax.jit(model.init)(key, jnp.zeros((1, model.id_dim)),
-                                    jnp.zeros((1, model.expr_dim)), intrinsics, cam_to_world)
+    init = functools.partial(model.init, appearance=jnp.zeros((1, model.appearance_dim)))
+    variables = jax.jit(init)(key, jnp.zeros((1, model.id_dim)),
+                              jnp.zeros((1, model.expr_dim)), intrinsics, cam_to_world)
     return variables["params"]
 
 
 @functools.cache
 def make_render_fn(model, randomized=False, render_background=False):
-    """One jitted function render(params, z_id, beta, intrinsics, cam_to_world, key) -> dict.
+    """One jitted function render(params, z_id, beta, intrinsics, cam_to_world, key,
+    appearance=None, inv_intrinsics=None) -> dict (the arguments of `NeRFHead.__call__`).
 
     Cached per (model, flags), so every caller shares one compilation per input shape.
     """
-    def render(params, z_id, beta, intrinsics, cam_to_world, key=None):
+    def render(params, z_id, beta, intrinsics, cam_to_world, key=None, appearance=None,
+               inv_intrinsics=None):
         return model.apply({"params": params}, z_id, beta, intrinsics, cam_to_world, key,
-                           randomized=randomized, render_background=render_background)
+                           randomized=randomized, render_background=render_background,
+                           appearance=appearance, inv_intrinsics=inv_intrinsics)
     return jax.jit(render)
