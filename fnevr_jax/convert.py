@@ -1,4 +1,5 @@
-"""Official FNeVR / first-order-model checkpoints → the project's Flax variables (and orbax).
+"""Official FNeVR / first-order-model / HeadNeRF checkpoints → the project's Flax variables
+(and orbax).
 
 Naming rule: an official key `generator.down_blocks.0.conv.weight` is the Flax path
 `generator / down_blocks_0 / conv / kernel`: list indices join their list's name with `_`,
@@ -9,10 +10,17 @@ Naming rule: an official key `generator.down_blocks.0.conv.weight` is the Flax p
 `num_batches_tracked` is dropped; the fixed anti-aliasing buffers `down.weight` are checked
 against the Gaussians the networks compute.
 
+HeadNeRF (`torch.save({"para": ..., "net": state_dict})`, e.g. `model_Reso32.pth`) becomes the
+`headnerf` configuration of the NeRF head model (`configs/nerf_head.py`), sized by `para`; its
+1x1-conv weights (out, in, 1, 1) become Dense kernels (in, out) in the MLP and 1x1 conv
+kernels in the renderer (`HEADNERF_MODULES`), and its blur buffers are checked to be [1, 2, 1].
+
 CLI:
   python -m fnevr_jax.convert --checkpoint vox-cpk.pth.tar --model fomm --out ckpt/fomm
+  python -m fnevr_jax.convert --checkpoint model_Reso32.pth --model headnerf --out ckpt/hn32
 """
 import argparse
+import json
 import pathlib
 import re
 import sys
@@ -21,8 +29,10 @@ import jax
 import numpy as np
 
 from configs import fnevr as fnevr_configs
+from configs import nerf_head as nerf_head_configs
 from fnevr_jax import checkpoint_io, torch_io
 from fnevr_jax.models import init_variables
+from fnevr_jax.models import nerf_head
 from fnevr_jax.ops import anti_alias_kernel
 from fnevr_jax.parity import fixture_state_dict
 
@@ -105,7 +115,42 @@ def _buffer_keys(config, modules):
 
 
 def default_config(model):
+    if model == "headnerf":
+        return nerf_head_configs.get_config("headnerf")
     return fnevr_configs.get_config("fomm" if model == "fomm" else "vox256")
+
+
+def _check_and_place(state_dict, expected, buffers, model):
+    """Variables from {key: array} given {key: (Flax path, shape, transform)} and fixed buffers.
+
+    Raises ConversionError listing every missing key, unexpected key and shape mismatch.
+    """
+    missing = sorted((set(expected) | set(buffers)) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected) - set(buffers))
+    mismatched = []
+    out = {}
+    for key, (path, shape, transform) in expected.items():
+        if key not in state_dict:
+            continue
+        value = state_dict[key]
+        if tuple(value.shape) != shape:
+            mismatched.append(f"{key}: checkpoint {tuple(value.shape)}, model {shape}")
+        elif path is not None:
+            node = out
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = transform(value).astype(np.float32)
+    for key, fixed in buffers.items():
+        if key in state_dict and (state_dict[key].shape != fixed.shape
+                                  or not np.allclose(state_dict[key], fixed, atol=1e-6)):
+            mismatched.append(f"{key}: fixed buffer differs from the network's")
+    if missing or unexpected or mismatched:
+        lines = ([f"missing: {k}" for k in missing] + [f"unexpected: {k}" for k in unexpected]
+                 + [f"shape mismatch: {m}" for m in mismatched])
+        raise ConversionError(
+            f"state dict does not match the {model} network ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(mismatched)} mismatched):\n  " + "\n  ".join(lines))
+    return out
 
 
 def from_torch_state_dict(state_dict, model, config=None):
@@ -124,35 +169,99 @@ def from_torch_state_dict(state_dict, model, config=None):
     with_disc = any(k.startswith("discriminator.") for k in state_dict)
     modules = MODULES if with_disc else MODULES[:2]
     template = jax.eval_shape(lambda: init_variables(config, jax.random.key(0), with_disc))
-    expected = expected_keys(template)
-    buffers = _buffer_keys(config, modules)
+    expected = {key: (path, shape, (lambda v: v) if perm is None
+                      else (lambda v, perm=perm: v.transpose(perm)))
+                for key, (path, shape, perm) in expected_keys(template).items()}
+    return _check_and_place(state_dict, expected, _buffer_keys(config, modules), model)
 
-    missing = sorted((set(expected) | set(buffers)) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected) - set(buffers))
-    mismatched = []
-    out = {}
-    for key, (path, shape, perm) in expected.items():
-        if key not in state_dict:
+
+# HeadNeRF module (`HeadNeRFNet`) -> Flax module path of the NeRF head model; `{i}` an index.
+HEADNERF_MODULES = {
+    "fg_CD_predictor.FeaExt_module_{i}": ("mlp", "trunk_{i}"),
+    "fg_CD_predictor.density_module": ("mlp", "density"),
+    "fg_CD_predictor.RGB_layer_0": ("mlp", "bottleneck"),
+    "fg_CD_predictor.RGB_layer_1": ("mlp", "feature"),
+    "fg_CD_predictor.RGB_layer_2": ("feature_out",),
+    "neural_render.feat_2_rgb_list.{i}": ("renderer", "rgb_{i}"),
+    "neural_render.feat_layers.{i}": ("renderer", "unit_{i}"),
+    "neural_render.feat_upsample_list.{i}.layer_1": ("renderer", "upsample_{i}", "layer_1"),
+    "neural_render.feat_upsample_list.{i}.layer_2": ("renderer", "upsample_{i}", "layer_2"),
+}
+_BLUR_TAPS = np.array([1.0, 2.0, 1.0], np.float32)
+
+
+def _headnerf_key(flax_path):
+    """HeadNeRF's module name of a Flax module path (tuple of names)."""
+    joined = "/".join(flax_path)
+    for official, path in HEADNERF_MODULES.items():
+        pattern = re.escape("/".join(path)).replace(re.escape("{i}"), r"(\d+)")
+        m = re.fullmatch(pattern, joined)
+        if m:
+            return official.replace("{i}", m.group(1)) if m.groups() else official
+    raise ConversionError(f"no HeadNeRF name for the module {joined}")
+
+
+def headnerf_config(para):
+    """The `headnerf` NeRF-head config for HeadNeRF's `para` {featmap_size, featmap_nc,
+    pred_img_size}."""
+    config = default_config("headnerf")
+    keys = tuple(config.headnerf.keys())
+    if not isinstance(para, dict) or set(para) < set(keys) \
+            or not all(isinstance(para[k], int) and para[k] > 0 for k in keys):
+        raise ConversionError(f"HeadNeRF 'para' must hold positive integers {keys}, got "
+                              f"{para!r:.200}")
+    config.headnerf.update({k: para[k] for k in keys})
+    return config
+
+
+def from_headnerf_state_dict(state_dict, config):
+    """Flax variables {"params": ...} of the NeRF head model (`headnerf` config) from HeadNeRF's
+    `check_dict["net"]`. Raises ConversionError listing every missing, unexpected or mis-shaped
+    key."""
+    model = nerf_head.from_config(config.model)
+    template = jax.eval_shape(lambda: nerf_head.init_params(model, jax.random.key(0)))
+    expected = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(template)[0]:
+        path = tuple(k.key for k in path)
+        shape = tuple(leaf.shape)
+        if path == ("background",):  # [1, H, W, C] <- HeadNeRF's [1, C, H, W]
+            expected["neural_render.bg_featmap"] = (
+                ("params",) + path, (shape[0], shape[3], shape[1], shape[2]),
+                lambda v: v.transpose(0, 2, 3, 1))
             continue
-        value = state_dict[key]
-        if tuple(value.shape) != shape:
-            mismatched.append(f"{key}: checkpoint {tuple(value.shape)}, model {shape}")
-        elif path is not None:
-            node = out
-            for part in path[:-1]:
-                node = node.setdefault(part, {})
-            node[path[-1]] = (value if perm is None else value.transpose(perm)).astype(np.float32)
-    for key, kernel in buffers.items():
-        if key in state_dict and (state_dict[key].shape != kernel.shape
-                                  or not np.allclose(state_dict[key], kernel, atol=1e-6)):
-            mismatched.append(f"{key}: anti-aliasing kernel differs from the configured scale")
-    if missing or unexpected or mismatched:
-        lines = ([f"missing: {k}" for k in missing] + [f"unexpected: {k}" for k in unexpected]
-                 + [f"shape mismatch: {m}" for m in mismatched])
-        raise ConversionError(
-            f"state dict does not match the {model} network ({len(missing)} missing, "
-            f"{len(unexpected)} unexpected, {len(mismatched)} mismatched):\n  " + "\n  ".join(lines))
-    return out
+        prefix = _headnerf_key(path[:-1])
+        if path[-1] == "bias":
+            expected[f"{prefix}.bias"] = (("params",) + path, shape, lambda v: v)
+        elif len(shape) == 2:  # Dense (in, out) <- 1x1 conv (out, in, 1, 1)
+            expected[f"{prefix}.weight"] = (("params",) + path, (shape[1], shape[0], 1, 1),
+                                            lambda v: v[:, :, 0, 0].T)
+        else:  # 1x1 conv HWIO <- OIHW
+            expected[f"{prefix}.weight"] = (("params",) + path, (shape[3], shape[2], 1, 1),
+                                            lambda v: v.transpose(2, 3, 1, 0))
+    buffers = {"neural_render.rgb_upsample.1.f": _BLUR_TAPS}
+    buffers.update({f"neural_render.feat_upsample_list.{i}.blur_layer.f": _BLUR_TAPS
+                    for i in range(model.num_units)})
+    state_dict = {k: np.asarray(v) for k, v in state_dict.items()}
+    return _check_and_place(state_dict, expected, buffers, "headnerf")
+
+
+def read_headnerf(path):
+    """(state dict, `headnerf` config) of a HeadNeRF `{"para", "net"}` checkpoint or fixture."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ConversionError(f"{path}: no such checkpoint file")
+    if path.suffix == ".npz":
+        state, fixture_model = fixture_state_dict(path)
+        if fixture_model != "headnerf":
+            raise ConversionError(f"{path}: a {fixture_model!r} fixture, not 'headnerf'")
+        para = json.loads(str(np.load(path)["manifest"]))["para"]
+        return state, headnerf_config(para)
+    tree = torch_io.load_torch_file(path)
+    if not isinstance(tree, dict) or "net" not in tree or "para" not in tree:
+        found = sorted(tree)[:4] if isinstance(tree, dict) else type(tree).__name__
+        raise ConversionError(f"{path}: not a HeadNeRF checkpoint (no 'para' and 'net' "
+                              f"entries; found {found})")
+    return torch_io.flatten_arrays(tree["net"]), headnerf_config(tree["para"])
 
 
 def official_state_dict(checkpoint):
@@ -180,17 +289,21 @@ def read_state_dict(path, model):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        description="Convert an official FNeVR / first-order-model checkpoint to orbax.")
+        description="Convert an official FNeVR / first-order-model / HeadNeRF checkpoint to orbax.")
     parser.add_argument("--checkpoint", required=True,
-                        help="official .pth.tar (or a parity-fixture .npz)")
-    parser.add_argument("--model", required=True, choices=("fnevr", "fomm"))
+                        help="official .pth.tar / HeadNeRF .pth (or a parity-fixture .npz)")
+    parser.add_argument("--model", required=True, choices=("fnevr", "fomm", "headnerf"))
     parser.add_argument("--out", required=True, help="output checkpoint directory")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
-    config = default_config(args.model)
     try:
-        variables = from_torch_state_dict(read_state_dict(args.checkpoint, args.model),
-                                          args.model, config)
+        if args.model == "headnerf":
+            state, config = read_headnerf(args.checkpoint)
+            variables = from_headnerf_state_dict(state, config)
+        else:
+            config = default_config(args.model)
+            variables = from_torch_state_dict(read_state_dict(args.checkpoint, args.model),
+                                              args.model, config)
         out = checkpoint_io.save_variables(args.out, variables, {
             "model": args.model, "config": config.to_dict(),
             "source": str(pathlib.Path(args.checkpoint).name)}, overwrite=args.overwrite)
@@ -202,6 +315,9 @@ def main(argv=None):
         print(f"error: {lines[0]}{more}", file=sys.stderr)
         return 1
     n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables["params"]))
+    if args.model == "headnerf":
+        print(f"wrote {out}: headnerf {dict(config.headnerf)}, {n:,} parameters")
+        return 0
     print(f"wrote {out}: {args.model}, {n:,} parameters "
           f"({', '.join(sorted(variables['params']))})")
     return 0
