@@ -104,3 +104,55 @@ def test_cli_runs_an_image_pair(fomm_dir, data_dir, tmp_path):
                    str(data_dir / "driving.png"), "--out", str(tmp_path / "x.png"))
     assert missing.returncode == 1 and "cannot read image" in missing.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_load_head_model_renders_the_paper_variant_from_export_and_workdir(tmp_path):
+    """One `HeadModel` for the JUSTC variant too: its codes as iden/expr, no appearance codes;
+    a model export and a training workdir give the direct render (inverse intrinsics at the
+    feature resolution, as HeadNeRF passes them)."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    from configs import nerf_head as nerf_head_configs
+    from fnevr_jax.api import load_head_model
+    from fnevr_jax.models import nerf_head
+
+    config = nerf_head_configs.get_config("quick")
+    config.model.update(feature_size=4, output_size=8, feature_channels=8, num_samples=6,
+                        mlp_width=16, mlp_depth=2, mlp_skip_layer=1, renderer_min_channels=4)
+    model = nerf_head.from_config(config.model)
+    params = nerf_head.init_params(model, jax.random.key(0))
+    checkpoint_io.save_variables(tmp_path / "export", {"params": params},
+                                 {"model": "nerf_head", "config": config.to_dict()})
+    workdir = tmp_path / "workdir"
+    manager = ocp.CheckpointManager(workdir / "checkpoints")
+    manager.save(3, args=ocp.args.Composite(state=ocp.args.StandardSave(
+        {"task": {"params": params}})))
+    manager.wait_until_finished()
+    (workdir / "config.json").write_text(config.to_json())
+
+    rng = np.random.default_rng(0)
+    z_id = rng.standard_normal((2, 16)).astype(np.float32)
+    beta = rng.standard_normal((2, 6)).astype(np.float32)
+    intrinsics, cam = nerf_head.default_camera(2, 8, 2.0, 6.0)
+    expected = nerf_head.make_render_fn(model, render_background=True)(
+        params, z_id, beta, intrinsics, cam)
+    inv_inmats = np.linalg.inv(np.asarray(intrinsics) * [[[0.5], [0.5], [1.0]]])
+    for source in (tmp_path / "export", workdir):
+        head = load_head_model(source)
+        out = head.render(iden_code=z_id, expr_code=beta, c2w_rmats=cam[:, :, :3],
+                          c2w_tvecs=cam[:, :, 3:], inv_inmats=inv_inmats)
+        for ours, theirs in [("image", "image"), ("featmap", "features"), ("opacity", "acc"),
+                             ("background", "background_image")]:
+            np.testing.assert_allclose(out[ours], expected[theirs], rtol=1e-5, atol=1e-6,
+                                       err_msg=ours)
+    # One compilation for the direct call above, one for both sources' renders.
+    assert head._render._cache_size() == 2
+    with pytest.raises(AnimatorError, match="takes no text_code"):
+        head.render(iden_code=z_id, expr_code=beta, c2w_rmats=cam[:, :, :3],
+                    c2w_tvecs=cam[:, :, 3:], inv_inmats=inv_inmats, text_code=z_id)
+    with pytest.raises(AnimatorError, match="expr_code must have shape"):
+        head.render(iden_code=z_id, expr_code=z_id, c2w_rmats=cam[:, :, :3],
+                    c2w_tvecs=cam[:, :, 3:], inv_inmats=inv_inmats)
+    with pytest.raises(AnimatorError, match="no such checkpoint"):
+        load_head_model(tmp_path / "none.pth")
