@@ -117,6 +117,7 @@ def _camera(variant):
 def _loss(variant):
     loss = ml_collections.ConfigDict()
     loss.photometric_weight = 1.0         # head-masked L1 (eq. 9)
+    loss.photometric_distance = "l1"      # "l2": HeadNeRF's head MSE
     loss.perceptual_weight = 10.0         # lambda (eq. 11, section 4.1)
     # "l2sq": eq. 10 as the per-layer mean squared difference, summed over the 4 layers (the
     # paper's normalisation is not given); "l1": HeadNeRF's fitting loss (per-layer mean |.|).
@@ -127,6 +128,11 @@ def _loss(variant):
     loss.background_weight = 0.0
     if variant == "quick":
         loss.perceptual_size = 64         # VGG16 on the 64x64 images themselves (CPU cost)
+    if variant == "headnerf":             # HeadNeRF's fitting losses (HeadNeRFLossUtils)
+        loss.photometric_distance = "l2"
+        loss.perceptual_weight = 1.0
+        loss.perceptual_distance = "l1"
+        loss.background_weight = 1.0
     return loss
 
 
@@ -136,10 +142,12 @@ def _fit():
     fit.num_iters = 300
     fit.lr_id = 0.015
     fit.lr_expr = 0.015
+    fit.lr_appearance = 0.01              # HeadNeRF's texture + illumination codes
     fit.lr_camera = 0.001
     fit.lr_decay = 0.1                    # lr * lr_decay ** (it / num_iters)
     fit.reg_id = 0.001                    # mean squared offsets
     fit.reg_expr = 1.0
+    fit.reg_appearance = 0.001
     fit.reg_camera = 0.001
     return fit
 

@@ -103,11 +103,12 @@ def _loss_config(**kw):
     return config
 
 
-def test_masked_l1_ignores_outside_mask():
+def test_masked_photometric_ignores_outside_mask():
     target = jnp.zeros((1, 4, 4, 3))
     pred = target.at[:, :2].set(0.5).at[:, 2:].set(1.0)
     mask = jnp.zeros((1, 4, 4)).at[:, :2].set(1.0)
-    np.testing.assert_allclose(losses.masked_l1(pred, target, mask), 0.5)
+    np.testing.assert_allclose(losses.masked_photometric(pred, target, mask), 0.5)
+    np.testing.assert_allclose(losses.masked_photometric(pred, target, mask, "l2"), 0.25)
     np.testing.assert_allclose(losses.composite_on_white(pred, mask)[0, 3, 0], [1, 1, 1])
 
 

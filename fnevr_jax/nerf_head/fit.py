@@ -1,6 +1,7 @@
 """Fitting: inverting the NeRF head renderer for an image (paper section 4.3.1, spec 2.5).
 
-The network is frozen; the variables are offsets of the identity and expression codes and a
+The network is frozen; the variables are offsets of the identity and expression codes (and,
+for HeadNeRF's configuration, of its appearance code: texture + illumination) and a
 camera delta (Euler angles and translation, orbiting about the head), optimised with Adam at
 HeadNeRF's per-group learning rates decayed by `lr_decay` over the run, against the
 reconstruction loss plus mean-square regularisers on the offsets. The whole loop is one
@@ -14,8 +15,10 @@ compiled `jax.lax.scan`.
 `--synthetic` renders a target from known codes with a randomly initialised model (seed
 `config.seed`) and starts from perturbed codes and camera, reporting the code error too.
 `--checkpoint` is a `train.py` workdir or a model export
-(`fnevr_jax.checkpoint_io.save_variables`, variables {"params": ...} of `config.model`). `--init_codes` is an .npz with z_id [id_dim] and beta [expr_dim], and optionally intrinsics
-[3, 3] (at the output size) and cam_to_world [3, 4]; missing entries start at zero codes and the
+(`fnevr_jax.checkpoint_io.save_variables`, variables {"params": ...} of `config.model`, e.g. a
+converted HeadNeRF checkpoint). `--init_codes` is an .npz with z_id [id_dim] and beta
+[expr_dim], and optionally appearance [appearance_dim], intrinsics [3, 3] (at the output size)
+and cam_to_world [3, 4]; missing entries start at zero codes and the
 default camera of `config.camera`. Writes codes.npz, render.png (target | render) and
 metrics.json (L1, PSNR, SSIM on the head region over white, and the times) to --workdir.
 """
@@ -36,62 +39,78 @@ from fnevr_jax.metrics import image as image_metrics_lib
 from fnevr_jax.models import nerf_head
 from fnevr_jax.nerf_head import losses, render
 
-OFFSET_GROUPS = {"id": "id", "expr": "expr", "euler": "camera", "translation": "camera"}
+OFFSET_GROUPS = {"id": "id", "expr": "expr", "appearance": "appearance",
+                 "euler": "camera", "translation": "camera"}
 
 
-def init_offsets(batch, id_dim, expr_dim):
-    """Zero offsets: id [B, id_dim], expr [B, expr_dim], euler [B, 3], translation [B, 3]."""
-    return {"id": jnp.zeros((batch, id_dim)), "expr": jnp.zeros((batch, expr_dim)),
-            "euler": jnp.zeros((batch, 3)), "translation": jnp.zeros((batch, 3))}
+def init_offsets(batch, id_dim, expr_dim, appearance_dim=0):
+    """Zero offsets: id [B, id_dim], expr [B, expr_dim], euler [B, 3], translation [B, 3], and
+    appearance [B, appearance_dim] when the model has appearance codes."""
+    offsets = {"id": jnp.zeros((batch, id_dim)), "expr": jnp.zeros((batch, expr_dim)),
+               "euler": jnp.zeros((batch, 3)), "translation": jnp.zeros((batch, 3))}
+    if appearance_dim:
+        offsets["appearance"] = jnp.zeros((batch, appearance_dim))
+    return offsets
 
 
-def apply_offsets(offsets, z_id, beta, cam_to_world):
-    """Codes plus offsets, and the camera moved by the delta (R' = dR R, T' = dR T + dt)."""
+def apply_offsets(offsets, z_id, beta, cam_to_world, appearance=None):
+    """Codes plus offsets, and the camera moved by the delta (R' = dR R, T' = dR T + dt).
+
+    Returns (z_id, beta, cam_to_world, appearance); appearance stays None without codes."""
     cam = rendering.apply_pose_delta(cam_to_world, offsets["euler"], offsets["translation"])
-    return z_id + offsets["id"], beta + offsets["expr"], cam
+    if appearance is not None:
+        appearance = appearance + offsets["appearance"]
+    return z_id + offsets["id"], beta + offsets["expr"], cam, appearance
 
 
 def make_optimizer(fit_config):
-    """Adam per group (id, expr, camera), lr * lr_decay ** (step / num_iters)."""
+    """Adam per group (id, expr, appearance, camera), lr * lr_decay ** (step / num_iters)."""
     def adam(lr):
         return optax.adam(optax.exponential_decay(lr, fit_config.num_iters, fit_config.lr_decay))
     return optax.multi_transform(
         {"id": adam(fit_config.lr_id), "expr": adam(fit_config.lr_expr),
-         "camera": adam(fit_config.lr_camera)},
-        OFFSET_GROUPS)
+         "appearance": adam(fit_config.lr_appearance), "camera": adam(fit_config.lr_camera)},
+        lambda offsets: {k: OFFSET_GROUPS[k] for k in offsets})
 
 
 def regulariser(offsets, fit_config):
-    """reg_id |d z_id|^2 + reg_expr |d beta|^2 + reg_camera (|d euler|^2 + |d t|^2), as means."""
-    return (fit_config.reg_id * jnp.mean(offsets["id"] ** 2)
-            + fit_config.reg_expr * jnp.mean(offsets["expr"] ** 2)
-            + fit_config.reg_camera * (jnp.mean(offsets["euler"] ** 2)
-                                       + jnp.mean(offsets["translation"] ** 2)))
+    """reg_id |d z_id|^2 + reg_expr |d beta|^2 + reg_camera (|d euler|^2 + |d t|^2)
+    [+ reg_appearance |d appearance|^2], as means."""
+    reg = (fit_config.reg_id * jnp.mean(offsets["id"] ** 2)
+           + fit_config.reg_expr * jnp.mean(offsets["expr"] ** 2)
+           + fit_config.reg_camera * (jnp.mean(offsets["euler"] ** 2)
+                                      + jnp.mean(offsets["translation"] ** 2)))
+    if "appearance" in offsets:
+        reg = reg + fit_config.reg_appearance * jnp.mean(offsets["appearance"] ** 2)
+    return reg
 
 
 def make_fit_fn(model, loss_config, fit_config, feature_apply=None):
-    """Jitted fit(params, target, mask, z_id, beta, intrinsics, cam_to_world, feature_params)
-    -> (offsets, losses).
+    """Jitted fit(params, target, mask, z_id, beta, intrinsics, cam_to_world, feature_params,
+    appearance) -> (offsets, losses).
 
     target [B, S, S, 3] in [0, 1], mask [B, S, S] (head >= 0.5), initial codes and camera as the
-    model takes them. The perceptual features are feature_apply(feature_params, images) (see
+    model takes them (appearance [B, appearance_dim] for HeadNeRF's configuration). The
+    perceptual features are feature_apply(feature_params, images) (see
     `losses.vgg16_features`). `losses` [num_iters] is the data term before each update.
     """
     optimizer = make_optimizer(fit_config)
     render_background = loss_config.background_weight > 0
 
     def objective(offsets, params, target, mask, z_id, beta, intrinsics, cam_to_world,
-                  feature_fn):
-        z, b, cam = apply_offsets(offsets, z_id, beta, cam_to_world)
+                  feature_fn, appearance):
+        z, b, cam, a = apply_offsets(offsets, z_id, beta, cam_to_world, appearance)
         outputs = model.apply({"params": params}, z, b, intrinsics, cam,
-                              render_background=render_background)
+                              render_background=render_background, appearance=a)
         data, _ = losses.reconstruction_loss(outputs, target, mask, loss_config, feature_fn)
         return data + regulariser(offsets, fit_config), data
 
     grad_fn = jax.grad(objective, has_aux=True)
 
-    def fit(params, target, mask, z_id, beta, intrinsics, cam_to_world, feature_params=None):
-        offsets = init_offsets(z_id.shape[0], z_id.shape[-1], beta.shape[-1])
+    def fit(params, target, mask, z_id, beta, intrinsics, cam_to_world, feature_params=None,
+            appearance=None):
+        offsets = init_offsets(z_id.shape[0], z_id.shape[-1], beta.shape[-1],
+                               model.appearance_dim)
         feature_fn = None
         if feature_apply is not None:
             feature_fn = functools.partial(feature_apply, feature_params)
@@ -99,7 +118,7 @@ def make_fit_fn(model, loss_config, fit_config, feature_apply=None):
         def step(carry, _):
             offsets, opt_state = carry
             grads, data = grad_fn(offsets, params, target, mask, z_id, beta, intrinsics,
-                                  cam_to_world, feature_fn)
+                                  cam_to_world, feature_fn, appearance)
             updates, opt_state = optimizer.update(grads, opt_state, offsets)
             return (optax.apply_updates(offsets, updates), opt_state), data
 
@@ -115,12 +134,16 @@ def synthetic_problem(model, params, key, camera_config, code_noise=0.5, pose_no
 
     True codes are standard normal; the true camera is the default one moved by a random delta
     of `pose_noise` (radians and units). The start is the true codes plus `code_noise` normal
-    noise and the default camera. Returns a dict with target, mask, true and start codes and
-    cameras, all with batch 1.
+    noise and the default camera. Returns a dict with target, mask, true and start codes (with
+    appearance codes when the model has them, else None) and cameras, all with batch 1.
     """
-    keys = jax.random.split(key, 6)
+    keys = jax.random.split(key, 8)
     z_true = jax.random.normal(keys[0], (1, model.id_dim))
     b_true = jax.random.normal(keys[1], (1, model.expr_dim))
+    a_true = a_start = None
+    if model.appearance_dim:
+        a_true = jax.random.normal(keys[6], (1, model.appearance_dim))
+        a_start = a_true + code_noise * jax.random.normal(keys[7], a_true.shape)
     intrinsics, cam_start = nerf_head.default_camera(1, model.output_size,
                                                      camera_config.focal_scale,
                                                      camera_config.distance)
@@ -128,7 +151,7 @@ def synthetic_problem(model, params, key, camera_config, code_noise=0.5, pose_no
         cam_start, pose_noise * jax.random.normal(keys[2], (1, 3)),
         pose_noise * jax.random.normal(keys[3], (1, 3)))
     render = nerf_head.make_render_fn(model)
-    target = render(params, z_true, b_true, intrinsics, cam_true)["image"]
+    target = render(params, z_true, b_true, intrinsics, cam_true, appearance=a_true)["image"]
     return {
         "target": target,
         "mask": jnp.ones(target.shape[:3]),
@@ -139,12 +162,17 @@ def synthetic_problem(model, params, key, camera_config, code_noise=0.5, pose_no
         "z_id": z_true + code_noise * jax.random.normal(keys[4], z_true.shape),
         "beta": b_true + code_noise * jax.random.normal(keys[5], b_true.shape),
         "cam_to_world": cam_start,
+        "appearance_true": a_true,
+        "appearance": a_start,
     }
 
 
-def code_error(z_id, beta, z_true, beta_true):
-    """RMS distance of the concatenated codes to the true ones."""
-    diff = jnp.concatenate([z_id - z_true, beta - beta_true], axis=-1)
+def code_error(z_id, beta, z_true, beta_true, appearance=None, appearance_true=None):
+    """RMS distance of the concatenated codes (with appearance, if given) to the true ones."""
+    parts = [z_id - z_true, beta - beta_true]
+    if appearance is not None:
+        parts.append(appearance - appearance_true)
+    diff = jnp.concatenate(parts, axis=-1)
     return float(jnp.sqrt(jnp.mean(diff ** 2)))
 
 
@@ -193,7 +221,8 @@ def run(config, workdir, flags):
         feature_apply, feature_params = losses.vgg16_features()
     fit_fn = make_fit_fn(model, config.loss, config.fit, feature_apply)
     args = (params, problem["target"], problem["mask"], problem["z_id"], problem["beta"],
-            problem["intrinsics"], problem["cam_to_world"], feature_params)
+            problem["intrinsics"], problem["cam_to_world"], feature_params,
+            problem.get("appearance"))
     start = time.perf_counter()
     compiled = fit_fn.lower(*args).compile()
     compile_seconds = time.perf_counter() - start
@@ -201,12 +230,13 @@ def run(config, workdir, flags):
     offsets, history = jax.block_until_ready(compiled(*args))
     fit_seconds = time.perf_counter() - start
 
-    z_id, beta, cam = apply_offsets(offsets, problem["z_id"], problem["beta"],
-                                    problem["cam_to_world"])
+    z_id, beta, cam, appearance = apply_offsets(
+        offsets, problem["z_id"], problem["beta"], problem["cam_to_world"],
+        problem.get("appearance"))
     render = nerf_head.make_render_fn(model)
-    pred = render(params, z_id, beta, problem["intrinsics"], cam)["image"]
+    pred = render(params, z_id, beta, problem["intrinsics"], cam, appearance=appearance)["image"]
     start_pred = render(params, problem["z_id"], problem["beta"], problem["intrinsics"],
-                        problem["cam_to_world"])["image"]
+                        problem["cam_to_world"], appearance=problem.get("appearance"))["image"]
     metrics = {
         "variant": config.variant, "iterations": config.fit.num_iters,
         "fit_seconds": fit_seconds, "compile_seconds": compile_seconds,
@@ -215,16 +245,19 @@ def run(config, workdir, flags):
         "fitted": image_metrics(pred, problem["target"], problem["mask"]),
     }
     if flags.synthetic:
-        metrics["code_rms_error_start"] = code_error(problem["z_id"], problem["beta"],
-                                                     problem["z_id_true"], problem["beta_true"])
-        metrics["code_rms_error_fitted"] = code_error(z_id, beta, problem["z_id_true"],
-                                                      problem["beta_true"])
+        metrics["code_rms_error_start"] = code_error(
+            problem["z_id"], problem["beta"], problem["z_id_true"], problem["beta_true"],
+            problem["appearance"], problem["appearance_true"])
+        metrics["code_rms_error_fitted"] = code_error(
+            z_id, beta, problem["z_id_true"], problem["beta_true"], appearance,
+            problem["appearance_true"])
 
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    extra = {} if appearance is None else {"appearance": np.asarray(appearance[0])}
     np.savez(workdir / "codes.npz", z_id=np.asarray(z_id[0]), beta=np.asarray(beta[0]),
              intrinsics=np.asarray(problem["intrinsics"][0]), cam_to_world=np.asarray(cam[0]),
-             **{f"offset_{k}": np.asarray(v[0]) for k, v in offsets.items()})
+             **extra, **{f"offset_{k}": np.asarray(v[0]) for k, v in offsets.items()})
     pair = np.concatenate([np.asarray(problem["target"][0]), np.asarray(pred[0])], axis=1)
     Image.fromarray(np.uint8(np.clip(pair, 0, 1) * 255 + 0.5)).save(workdir / "render.png")
     (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 PERCEPTUAL_DISTANCES = ("l2sq", "l1")
+PHOTOMETRIC_DISTANCES = ("l1", "l2")
 VGG16_TAPS = (1, 3, 6, 9)   # conv indices of relu1_2, relu2_2, relu3_3, relu4_3 (spec 2.3)
 
 
@@ -34,10 +35,15 @@ def composite_on_white(image, mask):
     return image * m + (1.0 - m)
 
 
-def masked_l1(pred, target, mask):
-    """Eq. 9: mean |I_render - I_GT| over the head-mask pixels and the 3 channels."""
+def masked_photometric(pred, target, mask, distance="l1"):
+    """Mean distance over the head-mask pixels and the 3 channels: "l1" |I_render - I_GT|
+    (eq. 9), "l2" the squared difference (HeadNeRF's `head_loss`, an MSE)."""
+    if distance not in PHOTOMETRIC_DISTANCES:
+        raise ValueError(f"photometric distance {distance!r} not in {PHOTOMETRIC_DISTANCES}")
     m = binary_mask(mask)
-    return jnp.sum(m * jnp.abs(pred - target)) / (3.0 * jnp.maximum(jnp.sum(m), 1.0))
+    diff = pred - target
+    per_pixel = jnp.abs(diff) if distance == "l1" else diff * diff
+    return jnp.sum(m * per_pixel) / (3.0 * jnp.maximum(jnp.sum(m), 1.0))
 
 
 def perceptual_loss(pred, target, feature_fn, distance="l2sq", size=224):
@@ -68,14 +74,17 @@ def background_loss(pred, mask, background_image):
 
 
 def reconstruction_loss(outputs, target, mask, loss_config, feature_fn=None):
-    """L = L_1 + lambda L_2 (eq. 11) [+ the optional background terms].
+    """L = L_1 + lambda L_2 (eq. 11) [+ the optional background terms]; with HeadNeRF's
+    fitting settings (`configs/nerf_head.py:headnerf`) its head MSE + VGG16 L1 + non-head and
+    background MSE to white.
 
     `outputs` is the model's dict (with "background_image" when the background terms are on).
     The perceptual target is the ground truth on white outside the head mask; the render is
     put on white too unless the background terms supervise it there. Returns (total, terms).
     """
     pred = outputs["image"]
-    terms = {"photometric": masked_l1(pred, target, mask)}
+    terms = {"photometric": masked_photometric(pred, target, mask,
+                                               loss_config.get("photometric_distance", "l1"))}
     total = loss_config.photometric_weight * terms["photometric"]
     if loss_config.perceptual_weight > 0:
         if feature_fn is None:

@@ -81,8 +81,9 @@ def shard_clip(data, clip, size, split="train"):
 
 
 def load_codes(path, config, model):
-    """A head from a codes .npz (z_id, beta, intrinsics, cam_to_world; `path` None: none):
-    missing codes are zeros, a missing camera is `config.camera`'s default."""
+    """A head from a codes .npz (z_id, beta, [appearance,] intrinsics, cam_to_world; `path`
+    None: none): missing codes are zeros, a missing camera is `config.camera`'s default;
+    appearance (HeadNeRF's texture + illumination) only for models that have it."""
     try:
         saved = dict(np.load(path)) if path else {}
     except (OSError, ValueError) as e:
@@ -91,6 +92,8 @@ def load_codes(path, config, model):
                                       config.camera.distance)
     defaults = {"z_id": jnp.zeros((1, model.id_dim)), "beta": jnp.zeros((1, model.expr_dim)),
                 "intrinsics": K, "cam_to_world": cam}
+    if model.appearance_dim:
+        defaults["appearance"] = jnp.zeros((1, model.appearance_dim))
     return {k: jnp.asarray(saved[k], jnp.float32)[None] if k in saved else v
             for k, v in defaults.items()}
 
