@@ -133,3 +133,34 @@ def test_bad_input(setup, tmp_path, capsys):
     assert "has 2 clips, no clip 9" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.gif")) + list(tmp_path.glob("*.mp4")) \
         + list(tmp_path.glob(".*"))
+
+
+def test_headnerf_model_orbit_and_interpolate(tmp_path):
+    """A HeadNeRF-configuration export (appearance codes from --codes) orbits and interpolates;
+    the grid's corners are direct renders of the two heads' codes."""
+    config = nerf_configs.get_config("headnerf")
+    config.headnerf.update(featmap_size=4, featmap_nc=8, pred_img_size=16)
+    config.model.update(mlp_width=16, mlp_depth=2, mlp_skip_layer=1, num_samples=8,
+                        xyz_freqs=3, renderer_min_channels=4, appearance_dim=5)
+    model = nerf_head.from_config(config.model)
+    params = nerf_head.init_params(model, jax.random.key(0))
+    params["mlp"]["density"]["bias"] = jnp.full((1,), 2.0)
+    checkpoint_io.save_variables(tmp_path / "model", {"params": params},
+                                 {"model": "nerf_head", "config": config.to_dict()})
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        np.savez(tmp_path / f"{name}.npz", z_id=rng.standard_normal(100),
+                 beta=rng.standard_normal(79), appearance=rng.standard_normal(5))
+    base = ["--checkpoint", str(tmp_path / "model"), "--codes", str(tmp_path / "a.npz")]
+    assert render.main(["orbit", "--out", str(tmp_path / "o.gif"), "--frames", "2"] + base) == 0
+    assert iio.imread(tmp_path / "o.gif").shape == (2, 16, 16, 3)
+    assert render.main(["interpolate", "--out", str(tmp_path / "g.png"), "--steps", "2",
+                        "--other-codes", str(tmp_path / "b.npz")] + base) == 0
+    grid = iio.imread(tmp_path / "g.png").astype(int)
+    heads = [render.load_codes(tmp_path / f"{n}.npz", config, model) for n in ("a", "b")]
+    for r, c in np.ndindex(2, 2):
+        expected = render.render_frames(
+            model, params, heads[r]["z_id"], heads[c]["beta"], heads[0]["intrinsics"],
+            heads[0]["cam_to_world"], appearance=heads[r]["appearance"])[0]
+        assert np.abs(grid[r * 16:(r + 1) * 16, c * 16:(c + 1) * 16] - expected).max() <= 1
+    assert np.abs(grid[:16, :16] - grid[16:, :16]).mean() > 1.0   # the rows differ

@@ -9,13 +9,16 @@
 
 CHECKPOINT: a `train.py --config=configs/nerf_head.py` workdir (its latest checkpoint) or a
 model export (`checkpoint_io.save_variables`, metadata with the config). The head to render
-comes from `--codes` (an .npz of `z_id`, `beta`, `intrinsics` and `cam_to_world`, as
-`fnevr_jax.nerf_head.fit` writes; missing codes are zeros, a missing camera the default) or
-from frame `--frame` of clip `--clip` of the shards in `--data` (its codes and camera).
+comes from `--codes` (an .npz of `z_id`, `beta`, `intrinsics` and `cam_to_world`, and
+`appearance` for HeadNeRF models, as `fnevr_jax.nerf_head.fit` writes; missing codes are
+zeros, a missing camera the default) or from frame `--frame` of clip `--clip` of the shards in
+`--data` (its codes and camera). A converted HeadNeRF checkpoint (`fnevr_jax.convert --model
+headnerf`) is a model export.
 
 - `orbit`: the camera circles the head (yaw swing `--yaw`, pitch swing `--pitch`, degrees).
-- `interpolate`: paper Fig. 6, a grid whose rows interpolate the identity code and whose
-  columns interpolate the expression code from head A to head B (`--other-clip`/`--other-codes`).
+- `interpolate`: paper Fig. 6, a grid whose rows interpolate the identity code (with
+  HeadNeRF's appearance code) and whose columns interpolate the expression code from head A
+  to head B (`--other-clip`/`--other-codes`).
 - `drive`: the expression and pose of the driving clip applied to the head: relative by
   default (beta = beta_head + beta_t - beta_0; the camera moves as the driving camera moves
   from its first frame), `--absolute` takes the driving codes and cameras as they are.
@@ -99,7 +102,8 @@ def load_codes(path, config, model):
 
 
 def head_codes(args, config, model, codes=None, clip=None, frame=None):
-    """One head: {z_id, beta, intrinsics, cam_to_world}, each with a leading axis of 1."""
+    """One head: {z_id, beta, intrinsics, cam_to_world[, appearance]}, each with a leading
+    axis of 1 (appearance for models that have it; zeros where the source has none)."""
     codes, clip = codes or args.codes, args.clip if clip is None else clip
     frame = args.frame if frame is None else frame
     if codes:
@@ -116,18 +120,22 @@ def head_codes(args, config, model, codes=None, clip=None, frame=None):
     if dims != (model.id_dim, model.expr_dim):
         raise RenderError(f"the codes have {dims[0]}/{dims[1]} dims, the model takes "
                           f"{model.id_dim}/{model.expr_dim}")
+    if model.appearance_dim:
+        out.setdefault("appearance", jnp.zeros((1, model.appearance_dim)))
     return out
 
 
 # --------------------------------------------------------------------------- rendering
 def render_frames(model, params, z_id, beta, intrinsics, cam_to_world, batch_size=8,
-                  desc="rendering"):
+                  desc="rendering", appearance=None):
     """(N, S, S, 3) uint8 renders of N heads/cameras, in fixed-size jitted batches.
 
-    Each argument has N entries or 1 (shared by every frame).
+    Each argument has N entries or 1 (shared by every frame); appearance only for models
+    with appearance codes (HeadNeRF).
     """
     render = nerf_head.make_render_fn(model)
     arrays = (z_id, beta, intrinsics, cam_to_world)
+    arrays += () if appearance is None else (appearance,)
     n = max(len(a) for a in arrays)
     arrays = [jnp.broadcast_to(a, (n,) + a.shape[1:]) for a in arrays]
     size = min(batch_size, n)
@@ -137,7 +145,8 @@ def render_frames(model, params, z_id, beta, intrinsics, cam_to_world, batch_siz
         chunk = [a[start:start + size] for a in arrays]
         pad = size - len(chunk[0])
         chunk = [jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]) if pad else a for a in chunk]
-        out.append(render(params, *chunk)["image"][:size - pad])   # stays on device
+        out.append(render(params, *chunk[:4], appearance=chunk[4] if len(chunk) > 4 else None)
+                   ["image"][:size - pad])   # stays on device
     return media.to_uint8(np.asarray(jnp.concatenate(out)))
 
 
@@ -152,12 +161,15 @@ def orbit_cameras(cam_to_world, num_frames, yaw_degrees, pitch_degrees):
 
 
 def interpolation_grid(head_a, head_b, steps):
-    """Codes of a steps x steps grid: identity a→b down the rows, expression a→b across."""
+    """Codes of a steps x steps grid: identity a→b down the rows (with the appearance code,
+    where there is one), expression a→b across."""
     w = jnp.linspace(0.0, 1.0, steps)
-    z_id = (1 - w)[:, None] * head_a["z_id"] + w[:, None] * head_b["z_id"]
-    beta = (1 - w)[:, None] * head_a["beta"] + w[:, None] * head_b["beta"]
-    return {"z_id": jnp.repeat(z_id, steps, 0), "beta": jnp.tile(beta, (steps, 1)),
+    mix = lambda key: (1 - w)[:, None] * head_a[key] + w[:, None] * head_b[key]
+    grid = {"z_id": jnp.repeat(mix("z_id"), steps, 0), "beta": jnp.tile(mix("beta"), (steps, 1)),
             "intrinsics": head_a["intrinsics"], "cam_to_world": head_a["cam_to_world"]}
+    if "appearance" in head_a:
+        grid["appearance"] = jnp.repeat(mix("appearance"), steps, 0)
+    return grid
 
 
 def relative_motion(head, driving):
@@ -177,7 +189,7 @@ def orbit(args, config, model, params):
     head = head_codes(args, config, model)
     cams = orbit_cameras(head["cam_to_world"], args.frames, args.yaw, args.pitch)
     frames = render_frames(model, params, head["z_id"], head["beta"], head["intrinsics"], cams,
-                           args.batch_size)
+                           args.batch_size, appearance=head.get("appearance"))
     media.write_video(args.out, frames, args.fps)
     return f"wrote {args.out}: {len(frames)} views"
 
@@ -188,7 +200,8 @@ def interpolate(args, config, model, params):
                         frame=args.other_frame)
     grid = interpolation_grid(head_a, head_b, args.steps)
     frames = render_frames(model, params, grid["z_id"], grid["beta"], grid["intrinsics"],
-                           grid["cam_to_world"], args.batch_size)
+                           grid["cam_to_world"], args.batch_size,
+                           appearance=grid.get("appearance"))
     s = model.output_size
     picture = frames.reshape(args.steps, args.steps, s, s, 3).transpose(0, 2, 1, 3, 4)
     media.write_image(args.out, picture.reshape(args.steps * s, args.steps * s, 3))
@@ -202,7 +215,8 @@ def drive(args, config, model, params):
     driving = shard_clip(args.data, args.driving_clip, model.output_size, args.split)
     codes = driving if args.absolute else relative_motion(head, driving)
     frames = render_frames(model, params, head["z_id"], codes["beta"], codes["intrinsics"],
-                           codes["cam_to_world"], args.batch_size)
+                           codes["cam_to_world"], args.batch_size,
+                           appearance=head.get("appearance"))
     if args.side_by_side:
         frames = np.concatenate([media.to_uint8(driving["video"]), frames], axis=2)
     media.write_video(args.out, frames, args.fps)
