@@ -18,8 +18,8 @@ Measured max abs differences (AMD EPYC, AVX2; float32 under the tests' 8 host de
 | Reso32HR bg_img    | 1.2e-15 | 5.27e-7 | 5.67e-7 (1.08) | 6.85e-7 |
 
 (HeadNeRF's float32 run on this machine equals the fixture's bit for bit. Reso32HR: the same
-weights plus a fourth renderer block, 512x512 images compared at every 4th pixel; its float64
-row was measured once, the test runs float32 only.)
+weights plus a fourth renderer block, 512x512 images compared at every 4th pixel, both heads;
+the test renders the first head in float32 only.)
 
 HeadNeRF's own float32 featmap is 2.1e-4 from its float64 one (the positional encoding's
 sin(2^9 x) multiplies the rounding of every sample position by 512), so issue #16's fixed
@@ -126,12 +126,12 @@ def test_reso32hr_converts_and_renders_at_512(data_dir, tmp_path):
     para = json.loads(str(hr["manifest"]))["para"]
     save_torch_file(tmp_path / "model_Reso32HR.pth", {"para": para, "net": state})
     head = load_head_model(tmp_path / "model_Reso32HR.pth")
-    out = head.render(**{k: data[k] for k in INPUTS})
-    assert out["image"].shape == (2, 512, 512, 3) and out["background"].shape == (1, 512, 512, 3)
+    out = head.render(**{k: data[k][:1] for k in INPUTS})  # the first head: half the time
+    assert out["image"].shape == (1, 512, 512, 3) and out["background"].shape == (1, 512, 512, 3)
     pixels = np.r_[0:512:4, 511]
     for name in ("merge_img", "bg_img"):
         ours = np.asarray(out[OURS[name]])[:, pixels[:, None], pixels[None, :]]
-        exact = hr[f"f64:{name}"]
-        official = np.abs(hr[name] - exact).max()
+        exact = hr[f"f64:{name}"][:1]
+        official = np.abs(hr[name][:1] - exact).max()
         assert np.abs(ours - exact).max() <= FACTOR * official, name
-        np.testing.assert_allclose(ours, hr[name], rtol=0, atol=IMAGE_TOL, err_msg=name)
+        np.testing.assert_allclose(ours, hr[name][:1], rtol=0, atol=IMAGE_TOL, err_msg=name)

@@ -59,8 +59,8 @@ class ConditionalNeRFMLP(nn.Module):
     A trunk of `depth` ReLU layers on [gamma(x), codes], the trunk input concatenated again
     into layer `skip_layer`; sigma = relu(Dense_1(h)) depends on position and codes only; the
     view encoding (or HeadNeRF's appearance code, or both: `feature_cond`) joins a linear
-    bottleneck in the feature branch (section 2.2.2). The branch
-    stops before its last, affine layer (`FeatureOutput`), which runs after compositing.
+    bottleneck in the feature branch (section 2.2.2). The branch stops before its last, affine
+    layer (`FeatureOutput`), which runs after compositing.
     `per_image_codes=False` concatenates the codes to every sample instead (the reference path).
     `density_activation` "relu" is HeadNeRF's; "softplus" is mip-NeRF's softplus(x - 1), whose
     gradient never vanishes, so a density that starts negative everywhere (the pre-activation
@@ -100,7 +100,8 @@ class ConditionalNeRFMLP(nn.Module):
         sigma = nn.relu(raw) if self.density_activation == "relu" else nn.softplus(raw - 1.0)
         bottleneck = nn.Dense(self.width, kernel_init=nn.initializers.glorot_uniform(),
                               name="bottleneck")(h)
-        return sigma, nn.relu(SplitDense(self.width // 2, name="feature")(bottleneck, feature_cond))
+        feature = SplitDense(self.width // 2, name="feature")(bottleneck, feature_cond)
+        return sigma, nn.relu(feature)
 
 
 class FeatureOutput(nn.Module):
@@ -268,6 +269,8 @@ class NeRFHead(nn.Module):
         if self.appearance_dim:
             per_ray = rays.directions.shape[:-1] + (1, self.appearance_dim)
             feature_cond.append(jnp.broadcast_to(appearance[:, None, None, None, :], per_ray))
+        if not feature_cond:
+            raise ValueError("the feature branch needs view_dirs or appearance_dim > 0")
         feature_cond = jnp.concatenate(feature_cond, axis=-1)
         mlp_cls = nn.remat(ConditionalNeRFMLP) if self.remat else ConditionalNeRFMLP
         sigma, hidden = mlp_cls(self.mlp_width, self.mlp_depth, self.mlp_skip_layer,
