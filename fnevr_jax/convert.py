@@ -12,7 +12,6 @@ against the Gaussians the networks compute.
 CLI:
   python -m fnevr_jax.convert --checkpoint vox-cpk.pth.tar --model fomm --out ckpt/fomm
 """
-import argparse
 import pathlib
 import re
 import sys
@@ -21,7 +20,7 @@ import jax
 import numpy as np
 
 from configs import fnevr as fnevr_configs
-from fnevr_jax import checkpoint_io, torch_io
+from fnevr_jax import checkpoint_io, cli, torch_io
 from fnevr_jax.models import init_variables
 from fnevr_jax.ops import anti_alias_kernel
 from fnevr_jax.parity import fixture_state_dict
@@ -179,7 +178,7 @@ def read_state_dict(path, model):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         description="Convert an official FNeVR / first-order-model checkpoint to orbax.")
     parser.add_argument("--checkpoint", required=True,
                         help="official .pth.tar (or a parity-fixture .npz)")

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from fnevr_jax import rendering
+from fnevr_jax.ops import upsample_nearest2x
 
 DENSITY_ACTIVATIONS = ("relu", "softplus")
 
@@ -112,11 +113,6 @@ class FeatureOutput(nn.Module):
         return jnp.matmul(composited, kernel) + acc[..., None] * bias
 
 
-def upsample_nearest(x):
-    """x2 nearest-neighbour upsampling of [B, H, W, C]."""
-    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-
-
 def blur(x):
     """Depthwise [1, 2, 1]^T [1, 2, 1] / 16 filter with reflect padding (kornia's `filter2d`)."""
     taps = jnp.array([1.0, 2.0, 1.0], x.dtype) / 4.0
@@ -152,7 +148,7 @@ class NeuralRenderer(nn.Module):
         for i in range(self.num_units):
             rgb = upsample_rgb(rgb)
             channels = max(channels // 2, self.min_channels)
-            x = nn.leaky_relu(nn.Conv(channels, (3, 3), name=f"unit_{i}")(upsample_nearest(x)),
+            x = nn.leaky_relu(nn.Conv(channels, (3, 3), name=f"unit_{i}")(upsample_nearest2x(x)),
                               negative_slope=0.2)
             rgb = rgb + nn.Conv(3, (3, 3), name=f"rgb_{i + 1}")(x)
         return nn.sigmoid(rgb)
