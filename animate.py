@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from fnevr_jax import media
+from fnevr_jax import cli, media
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -48,22 +48,10 @@ class AnimateError(Exception):
 
 
 # --------------------------------------------------------------------------- inputs
-def read_image(path):
-    """An image file as uint8 RGB (H, W, 3)."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise AnimateError(f"{path}: cannot read the image")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
 def square_resize(image, size):
-    """The centre square of an image, resized to (size, size)."""
-    h, w = image.shape[:2]
-    side = min(h, w)
-    y, x = (h - side) // 2, (w - side) // 2
-    patch = image[y:y + side, x:x + side]
-    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    return cv2.resize(patch, (size, size), interpolation=interp)
+    """uint8 centre square of `image` at (size, size): `media.square_resize` (the official
+    demo's resize) rounded to 8 bits, the form the video pipeline carries."""
+    return media.to_uint8(media.square_resize(image, size))
 
 
 class Video:
@@ -176,14 +164,14 @@ _END = object()
 
 def run_video(args, model, source_image, source_box, video, frames_in_memory):
     """Decode -> batches through the networks -> encode, on three threads."""
-    from fnevr_jax import animation
+    from fnevr_jax import inference
 
     size = model.config.image_size
     src_u8 = (square_resize(source_image, size) if source_box is None else
               _crop(source_image, source_box, size))
     source = src_u8[None].astype(np.float32) / 255
-    step = animation.FrameStep(model, relative=args.mode == "relative")
-    rotation = animation.pose_rotation(args.pose) if args.pose is not None else None
+    relative = args.mode == "relative"
+    rotation = inference.pose_rotation(args.pose) if args.pose is not None else None
 
     boxes = None
     frames = frames_in_memory
@@ -198,7 +186,7 @@ def run_video(args, model, source_image, source_box, video, frames_in_memory):
             if not src_found[0]:
                 raise AnimateError("no face landmarks found in the source (--best-frame auto)")
             points, found = face_landmarks(small, static=False)
-            start = animation.best_frame(src_points[0], points, found)
+            start = inference.best_frame(src_points[0], points, found)
         else:
             start = int(args.best_frame)
             if not 0 <= start < len(frames):
@@ -245,14 +233,14 @@ def run_video(args, model, source_image, source_box, video, frames_in_memory):
 
     join_decode = _threaded(decode)
     join_encode = _threaded(encode)
-    kp_source = step.keypoints(source)
+    kp_source = model.keypoints(source)
 
     def initial(image):
         """Keypoints of the initial driving frame and the movement scale."""
-        kp = step.keypoints(image[None].astype(np.float32) / 255)
+        kp = model.keypoints(image[None].astype(np.float32) / 255)
         if args.no_adapt_scale:
             return kp, 1.0
-        return kp, animation.adapt_scale(kp_source["value"], kp["value"])
+        return kp, inference.adapt_scale(kp_source["value"], kp["value"])
 
     kp_initial, scale = None, 1.0
     if args.mode == "relative" and frames is not None:
@@ -263,7 +251,8 @@ def run_video(args, model, source_image, source_box, video, frames_in_memory):
             if args.mode == "relative" and kp_initial is None:
                 kp_initial, scale = initial(batch[0][1])
             small = np.stack([s for _, s in batch]).astype(np.float32) / 255
-            predictions = step(source, small, kp_source, kp_initial, scale, rotation)
+            predictions = model.animate_frames(source, small, kp_source, kp_initial, scale,
+                                               rotation, relative)
             encoded.put([(o, s, p) for (o, s), p in zip(batch, predictions)])
     except BaseException:
         writer.abort()
@@ -301,18 +290,18 @@ def compose(args, source_image, src_u8, source_box, original, small, prediction)
 
 def run_pose(args, model, source_image, source_box):
     """The source turned by --pose (an image), or the --pose-sweep grid."""
-    from fnevr_jax import animation
+    from fnevr_jax import inference
 
     size = model.config.image_size
     src_u8 = (square_resize(source_image, size) if source_box is None else
               _crop(source_image, source_box, size))
     source = src_u8[None].astype(np.float32) / 255
-    step = animation.FrameStep(model, relative=True)
     angles = ([(y, p, 0.0) for p in SWEEP_PITCH for y in SWEEP_YAW] if args.pose_sweep
               else [args.pose])
-    kp_source = step.keypoints(source)
-    out = media.to_uint8(step(source, np.repeat(source, len(angles), 0), kp_source, kp_source, 1.0,
-                        animation.pose_rotation(angles)))
+    kp_source = model.keypoints(source)
+    out = media.to_uint8(model.animate_frames(source, np.repeat(source, len(angles), 0),
+                                              kp_source, kp_source, 1.0,
+                                              inference.pose_rotation(angles)))
     if args.pose_sweep:
         rows = [np.concatenate(list(out[r * len(SWEEP_YAW):(r + 1) * len(SWEEP_YAW)]), 1)
                 for r in range(len(SWEEP_PITCH))]
@@ -344,7 +333,7 @@ def _best_frame(text):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    p = cli.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--checkpoint", required=True,
@@ -385,7 +374,7 @@ def parse_args(argv=None):
 
 def run(args):
     """Animates as `args` say; returns a one-line summary."""
-    from fnevr_jax import animation, api, checkpoint_io, convert, torch_io
+    from fnevr_jax import api, checkpoint_io, convert, torch_io
 
     for name in ("source", "driving"):
         path = getattr(args, name)
@@ -395,16 +384,16 @@ def run(args):
         raise AnimateError(f"{args.checkpoint}: no such checkpoint")
     if not args.out.parent.is_dir():
         raise AnimateError(f"{args.out.parent}: no such output directory")
-    source_image = read_image(args.source)
+    source_image = media.read_image(args.source)
     video = Video(args.driving, args.max_frames) if args.driving else None
     try:
-        model = animation.load_model(args.checkpoint, args.model)
+        model = api.load_animator(args.checkpoint, args.model, batch_size=args.batch_size)
     except (api.AnimatorError, convert.ConversionError, checkpoint_io.CheckpointError,
             torch_io.TorchFileError) as e:
         raise AnimateError(str(e).splitlines()[0]) from None
     if (args.pose is not None or args.pose_sweep) and model.pose_params is None:
         raise AnimateError(f"{args.checkpoint}: has no pose editor for --pose/--pose-sweep; "
-                           f"{animation.POSE_HELP}")
+                           f"{api.POSE_HELP}")
     source_box = source_crop_box(source_image) if args.crop else None
     if video is None:
         shape = run_pose(args, model, source_image, source_box)

@@ -3,7 +3,7 @@
     python eval.py --config=configs/fnevr.py --checkpoint=CKPT --data=SHARDS \
         --protocol=reconstruction --out=eval/recon
     python eval.py --config=configs/fnevr.py:quick --checkpoint=runs/quick --data=data/synthetic \
-        --protocol=cross_identity --out=eval/cross --max_frames=32 --tensorboard
+        --protocol=cross_identity --out=eval/cross --max-frames=32 --tensorboard
 
 CKPT: a train.py workdir, an orbax directory, an official `.pth.tar` or a parity `.npz`.
 Protocols:
@@ -25,9 +25,9 @@ import sys
 import uuid
 
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
 from tqdm import tqdm
+
+from fnevr_jax import cli
 
 PROTOCOLS = ("reconstruction", "cross_identity")
 METRICS = {  # flag name -> report name, better direction
@@ -44,24 +44,28 @@ PAPER = {"reconstruction": {"L1": 0.0404, "LPIPS": 0.0804, "PSNR": 24.292, "SSIM
                             "AKD-dlib": 1.254, "AED-dlib": 0.0231, "FID": 8.443},
          "cross_identity": {"FID": 98.23, "CSIM-dlib": 0.5505}}
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/fnevr.py", "Config file[:variant].",
-                                lock_config=True)
-flags.DEFINE_string("checkpoint", None, "train.py workdir, orbax dir, .pth.tar or .npz.")
-flags.DEFINE_string("data", None, "Dataset directory (shards) with a test split.")
-flags.DEFINE_enum("protocol", "reconstruction", PROTOCOLS, "Evaluation protocol.")
-flags.DEFINE_string("out", None, "Output directory for the report.")
-flags.DEFINE_string("split", "test", "Split of --data to evaluate.")
-flags.DEFINE_integer("max_clips", None, "Use only the first N clips of the split.")
-flags.DEFINE_integer("max_frames", None, "Use only the first N frames of each clip.")
-flags.DEFINE_string("metrics", None, "Comma-separated subset of " + ",".join(METRICS)
-                    + " (default: the protocol's table).")
-flags.DEFINE_integer("num_sources", 10, "cross_identity: number of source clips.")
-flags.DEFINE_integer("num_driving", 14, "cross_identity: number of driving clips.")
-flags.DEFINE_integer("seed", 0, "cross_identity: seed of the source/driving choice.")
-flags.DEFINE_integer("batch_size", 8, "Frames per jitted network call.")
-flags.DEFINE_bool("tensorboard", False, "Also write the scalars to OUT/tensorboard.")
-flags.mark_flags_as_required(["checkpoint", "data", "out"])
+def parse_args(argv=None):
+    p = cli.parser(__doc__, config="configs/fnevr.py")
+    p.add_argument("--checkpoint", required=True,
+                   help="train.py workdir, orbax dir, .pth.tar or .npz")
+    p.add_argument("--data", required=True, help="dataset directory (shards) with a test split")
+    p.add_argument("--protocol", default="reconstruction", choices=PROTOCOLS)
+    p.add_argument("--out", required=True, help="output directory for the report")
+    p.add_argument("--split", default="test", help="split of --data to evaluate")
+    p.add_argument("--max-clips", type=int, help="use only the first N clips of the split")
+    p.add_argument("--max-frames", type=int, help="use only the first N frames of each clip")
+    p.add_argument("--metrics", help="comma-separated subset of " + ",".join(METRICS)
+                   + " (default: the protocol's table)")
+    p.add_argument("--num-sources", type=int, default=10,
+                   help="cross_identity: number of source clips")
+    p.add_argument("--num-driving", type=int, default=14,
+                   help="cross_identity: number of driving clips")
+    p.add_argument("--seed", type=int, default=0,
+                   help="cross_identity: seed of the source/driving choice")
+    p.add_argument("--batch-size", type=int, default=8, help="frames per jitted network call")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write the scalars to OUT/tensorboard")
+    return cli.parse(p, argv)
 
 
 class EvalError(Exception):
@@ -72,21 +76,17 @@ class EvalError(Exception):
 class FrameMetrics:
     """Per-frame metrics of (prediction, target) batches, accumulated per clip; FID features."""
 
-    def __init__(self, names, step):
+    def __init__(self, names, core):
         from fnevr_jax.metrics import face
         self.names = names
-        self.step = step
+        self.core = core
         self.faces = face.dlib_faces() if {"akd", "aed", "csim"} & set(names) else None
         self.fake_features, self.real_features = [], []
 
     def _sharded(self, fn, *arrays):
+        """`fn` over the inference core's fixed, sharded batches (one compilation)."""
         import jax
-        from fnevr_jax.animation import pad_batch
-        n = len(arrays[0])
-        size = -(-n // self.step.multiple) * self.step.multiple
-        out = fn(*[jax.device_put(pad_batch(a, size), self.step.batch_sharding)
-                   for a in arrays])
-        return jax.tree.map(lambda x: np.asarray(x)[:n], out)
+        return jax.tree.map(np.asarray, self.core.map_batches(fn, arrays, len(arrays[0])))
 
     def __call__(self, prediction, target, source=None, boxes=None, source_box=None):
         """{report name: (n,) values} for one batch; `source` (1, H, W, 3) for CSIM.
@@ -146,12 +146,11 @@ def cross_pairs(identities, num_sources, num_driving, seed):
 def evaluate(model, clips, protocol, names, batch_size, num_sources=10, num_driving=14,
              seed=0, samples=4):
     """(aggregate {name: value}, skipped {name: count}, rows, per-frame values, sample rows)."""
-    from fnevr_jax import animation
+    from fnevr_jax import inference
     from fnevr_jax.metrics import face
 
     relative = protocol == "cross_identity"
-    step = animation.FrameStep(model, relative=relative)
-    metric = FrameMetrics(names, step)
+    metric = FrameMetrics(names, model.core)
     if relative:
         jobs = cross_pairs([c["identity"] for c in clips], num_sources, num_driving, seed)
         if not jobs:
@@ -165,14 +164,15 @@ def evaluate(model, clips, protocol, names, batch_size, num_sources=10, num_driv
     for s, d in jobs:
         source = clips[s]["video"][:1]
         video = clips[d]["video"]
-        kp_source = step.keypoints(source)
+        kp_source = model.keypoints(source)
         kp_initial, scale = None, 1.0
         if relative:
-            kp_initial = step.keypoints(video[:1])
-            scale = animation.adapt_scale(kp_source["value"], kp_initial["value"])
+            kp_initial = model.keypoints(video[:1])
+            scale = inference.adapt_scale(kp_source["value"], kp_initial["value"])
         values, predictions = {}, []
         for sl in _batches(len(video), batch_size):
-            prediction = step(source, video[sl], kp_source, kp_initial, scale)
+            prediction = model.animate_frames(source, video[sl], kp_source, kp_initial, scale,
+                                              relative=relative)
             boxes = clips[d]["face_box"][sl] if "face_box" in clips[d] else None
             source_box = clips[s]["face_box"][:1] if "face_box" in clips[s] else None
             for k, v in metric(prediction, video[sl], source, boxes, source_box).items():
@@ -304,8 +304,8 @@ def run(config, checkpoint, data, protocol, out, *, split="test", max_clips=None
         max_frames=None, metric_names=None, num_sources=10, num_driving=14, seed=0,
         batch_size=8, tensorboard=False):
     """Evaluates and writes the report; returns the aggregate metrics."""
-    from data_pipelines import loaders, shards
-    from fnevr_jax import animation, api, checkpoint_io, convert, torch_io
+    from fnevr_jax.data import loaders, shards
+    from fnevr_jax import api, checkpoint_io, convert, torch_io
     from fnevr_jax.pretrained.files import MissingWeightsError
 
     out = pathlib.Path(out)
@@ -318,7 +318,7 @@ def run(config, checkpoint, data, protocol, out, *, split="test", max_clips=None
     if not pathlib.Path(checkpoint).exists():
         raise EvalError(f"{checkpoint}: no such checkpoint")
     try:
-        model = animation.load_model(checkpoint, config=config)
+        model = api.load_animator(checkpoint, config=config, batch_size=batch_size)
         fields = [f for f in ("face_box",) if f in shards.open_split(data, split).fields]
         ds = loaders.eval_clips(data, split=split, max_frames=max_frames, fields=fields,
                                 size=model.config.image_size, process_index=0, process_count=1)
@@ -346,22 +346,20 @@ def run(config, checkpoint, data, protocol, out, *, split="test", max_clips=None
     return aggregate
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        aggregate = run(FLAGS.config, FLAGS.checkpoint, FLAGS.data, FLAGS.protocol, FLAGS.out,
-                        split=FLAGS.split, max_clips=FLAGS.max_clips, max_frames=FLAGS.max_frames,
-                        metric_names=FLAGS.metrics, num_sources=FLAGS.num_sources,
-                        num_driving=FLAGS.num_driving, seed=FLAGS.seed,
-                        batch_size=FLAGS.batch_size, tensorboard=FLAGS.tensorboard)
-    except EvalError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote {FLAGS.out}/report.md: " + ", ".join(f"{k} {_fmt(v)}"
-                                                     for k, v in aggregate.items()))
-    return 0
+def main(argv=None):
+    args = parse_args(argv)
+
+    def evaluate_checkpoint():
+        aggregate = run(args.config, args.checkpoint, args.data, args.protocol, args.out,
+                        split=args.split, max_clips=args.max_clips, max_frames=args.max_frames,
+                        metric_names=args.metrics, num_sources=args.num_sources,
+                        num_driving=args.num_driving, seed=args.seed,
+                        batch_size=args.batch_size, tensorboard=args.tensorboard)
+        print(f"wrote {args.out}/report.md: " + ", ".join(f"{k} {_fmt(v)}"
+                                                         for k, v in aggregate.items()))
+
+    return cli.run(evaluate_checkpoint, EvalError)
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv)))
+    sys.exit(main())

@@ -9,7 +9,6 @@ them). Two runs with `short` and `frames` driving frames share every fixed cost 
 loading, compilation, face tracking set-up), so their difference gives the steady frames/s;
 the long run's wall time gives the end-to-end figure including those costs.
 """
-import argparse
 import importlib.util
 import pathlib
 import platform
@@ -22,7 +21,7 @@ import jax
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent.parent))
 import animate  # noqa: E402
-from fnevr_jax import media  # noqa: E402
+from fnevr_jax import cli, media  # noqa: E402
 
 ROOT = pathlib.Path(__file__).parent.parent
 VIDEO = (pathlib.Path(importlib.util.find_spec("feat").submodule_search_locations[0])
@@ -36,7 +35,7 @@ def timed_run(argv):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--frames", type=int, default=48)
     p.add_argument("--short", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=8)

@@ -3,18 +3,19 @@
     python benchmarks/data.py [--size 256 --clips 24 --frames 32 --workers 0 1 2]
 
 Writes synthetic datasets (one PNG, one JPEG) to a temporary folder, then times
-``data_pipelines.loaders.train_pairs`` (FOMM sampling, flips and colour jitter) for each
+``fnevr_jax.data.loaders.train_pairs`` (FOMM sampling, flips and colour jitter) for each
 worker count after a warm-up batch. Also times the synthetic generator's speed target.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import pathlib
 import tempfile
 import time
 
-from data_pipelines import loaders, synthetic
+from fnevr_jax import cli
+from data_pipelines import synthetic
+from fnevr_jax.data import loaders
 
 
 def pairs_per_second(data_dir, workers: int, batch_size: int, batches: int) -> float:
@@ -29,7 +30,7 @@ def pairs_per_second(data_dir, workers: int, batch_size: int, batches: int) -> f
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--clips", type=int, default=24)
     p.add_argument("--frames", type=int, default=32)

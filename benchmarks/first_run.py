@@ -8,7 +8,6 @@ Prints one Markdown row per seed: the held-out L1 at every evaluation, the copy-
 L1, their ratio at the end, and the wall time of the data generation and of the training run
 (compilation, evaluations and checkpoints included). Extra arguments after `--` go to train.py.
 """
-import argparse
 import os
 import pathlib
 import platform
@@ -17,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from fnevr_jax import cli
 
 ROOT = pathlib.Path(__file__).parent.parent
 EVAL_LINE = re.compile(r"\[(\d+)\] eval/l1=([\d.]+), eval/l1_copy_source=([\d.]+)")
@@ -45,7 +46,7 @@ def run(*args, env):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workdir", default=None, help="default: a temporary folder")
     parser.add_argument("train_args", nargs="*", help="extra train.py flags (after --)")

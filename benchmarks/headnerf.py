@@ -10,7 +10,6 @@ rays to image, plus the background image, as HeadNeRF's forward computes both. T
 side needs torch, kornia and a checkout of CrisHY1995/headnerf (`--headnerf`); without them it
 is skipped with a message. Run both from one interpreter that has jax and torch.
 """
-import argparse
 import json
 import pathlib
 import statistics
@@ -22,6 +21,7 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from fnevr_jax import cli  # noqa: E402
 from fnevr_jax.api import HeadModel  # noqa: E402
 from fnevr_jax.convert import from_headnerf_state_dict, headnerf_config  # noqa: E402
 from fnevr_jax.parity import fixture_state_dict  # noqa: E402
@@ -80,7 +80,7 @@ def torch_seconds(headnerf_dir, para, state, inputs, repeats):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--headnerf", help="a checkout of CrisHY1995/headnerf (PyTorch side)")
     parser.add_argument("--repeats", type=int, default=5, help="timed renders per size")
     args = parser.parse_args()

@@ -7,13 +7,13 @@ Per frame the step detects the driving keypoints and generates the frame from th
 its (precomputed) keypoints: what `animate` runs. Weights are random (speed does not depend on
 them). Prints a markdown table: compile time, ms/frame and frames/s.
 """
-import argparse
 import platform
 import time
 
 import jax
 
 from configs import fnevr as fnevr_configs
+from fnevr_jax import cli
 from fnevr_jax.models import build_models, init_variables, module_variables
 
 
@@ -48,7 +48,7 @@ def bench(model, batch, dtype, iters):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["fnevr", "fomm"])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])

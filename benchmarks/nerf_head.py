@@ -1,21 +1,21 @@
 """NeRF head model speed: full-render frames/s and seconds per 300 fitting iterations.
 
   python benchmarks/nerf_head.py                      # paper512 widths; 512 and 256 output
-  python benchmarks/nerf_head.py --fit_iters=300      # time all 300 iterations
+  python benchmarks/nerf_head.py --fit-iters=300      # time all 300 iterations
 
 Renders are the whole jitted function (rays, 64 samples per ray through the MLP, compositing,
 neural renderer) at evaluation settings, batch 1, timed after compilation. 256x256 uses the
-same widths and 32x32 feature map with 3 renderer units. Fitting runs `--fit_iters`
+same widths and 32x32 feature map with 3 renderer units. Fitting runs `--fit-iters`
 iterations of the compiled loop (masked L1 + 10 x VGG16 perceptual at 224, codes and camera)
 and scales the time to 300 iterations; the quick variant is timed at the full 300.
 """
-import argparse
 import time
 
 import jax
 import jax.numpy as jnp
 
 from configs import nerf_head as nerf_head_config
+from fnevr_jax import cli
 from fnevr_jax.models import nerf_head
 from fnevr_jax.nerf_head import fit, losses
 
@@ -56,9 +56,9 @@ def fit_seconds_per_300(config, iters, feature):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed renders per size")
-    parser.add_argument("--fit_iters", type=int, default=5,
+    parser.add_argument("--fit-iters", type=int, default=5,
                         help="paper512 fitting iterations actually run (scaled to 300)")
     args = parser.parse_args()
 

@@ -8,7 +8,6 @@ Needs a dataset only for its field list: pass --data (default: a 4-clip syntheti
 temporary folder at the configured resolution). Prints compile time, step time, images/s and
 the peak device memory (the host process's peak RSS on CPU).
 """
-import argparse
 import platform
 import resource
 import tempfile
@@ -18,12 +17,13 @@ import jax
 import jax.numpy as jnp
 
 from configs import fnevr as fnevr_configs
+from fnevr_jax import cli
 from data_pipelines import synthetic
 from fnevr_jax.training.fnevr_task import FNeVRTask
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variant", default="vox256")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--iters", type=int, default=3)

@@ -22,11 +22,11 @@ Commands:
   python -m fnevr_jax.nerf_head.fit --config=configs/nerf_head.py:quick --synthetic \
       --workdir=/tmp/nerf_head_fit
   python -m fnevr_jax.nerf_head.fit --config=configs/nerf_head.py --checkpoint=CKPT \
-      --image=face.png --mask=mask.png --init_codes=codes.npz --workdir=/tmp/fit
+      --image=face.png --mask=mask.png --init-codes=codes.npz --workdir=/tmp/fit
   python benchmarks/nerf_head.py
   python -m fnevr_jax.convert --model headnerf --checkpoint model_Reso32.pth --out ckpt/hn32
 Overrides as usual, e.g. `--config.model.id_dim=100 --config.loss.background_weight=1`.
-Training reads shards with the fields of `data_pipelines.loaders.NERF_FIELDS`.
+Training reads shards with the fields of `fnevr_jax.data.loaders.NERF_FIELDS`.
 """
 import ml_collections
 
@@ -153,9 +153,9 @@ def _fit():
 
 
 def _data(variant):
-    """Training frames (`data_pipelines.loaders.nerf_samples`) and the held-out evaluation."""
+    """Training frames (`fnevr_jax.data.loaders.nerf_samples`) and the held-out evaluation."""
     data = ml_collections.ConfigDict()
-    data.dir = ""                         # shards with NERF_FIELDS (data_pipelines.loaders)
+    data.dir = ""                         # shards with NERF_FIELDS (fnevr_jax.data.loaders)
     data.worker_count = 2                 # grain worker processes decoding frames
     # The last `holdout_frames` of every training clip are left out of training; evaluation
     # renders (up to `eval_frames` of) them from their own codes and cameras.
@@ -218,7 +218,7 @@ def get_config(arg=None):
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
     config = ml_collections.ConfigDict()
-    config.task = "nerf_head"             # trainer.get_task: fnevr_jax.nerf_head.task
+    config.task = "nerf_head"             # fnevr_jax.training.tasks.TASKS
     config.model_name = "nerf_head"
     config.variant = variant
     config.seed = 0                       # fitting's --synthetic problem

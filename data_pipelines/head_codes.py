@@ -4,7 +4,7 @@ The NeRF head paper conditions on AdaFace identity features and FaceWarehouse ex
 coefficients from a 3DMM tracker, and masks heads with MODNet; none of them ships its weights
 in a package. ``python -m data_pipelines.preprocess ... --crop --nerf-codes`` writes these
 offline equivalents into the clip shards instead (the ``NERF_FIELDS`` of
-``data_pipelines.loaders``, in the conventions of the ``data_pipelines.shards`` docstring):
+``fnevr_jax.data.loaders``, in the conventions of the ``fnevr_jax.data.shards`` docstring):
 
 - ``identity_code`` (T, 128): dlib's face-recognition ResNet embedding (the model files of
   ``face-recognition-models``, run with ``dlib-bin``; ``fnevr_jax.metrics.face.DlibFaces``),
@@ -58,7 +58,9 @@ import pathlib
 import cv2
 import numpy as np
 
-from data_pipelines import landmarks, shards
+from data_pipelines import landmarks
+from fnevr_jax.data import shards
+from fnevr_jax.ops import rotations
 from fnevr_jax.pretrained.files import MissingWeightsError
 
 EXPRESSION_DIM = 46
@@ -165,7 +167,7 @@ def solve_cameras(lm, reference, height: int, width: int, focal: float = FOCAL):
         w2c = cv2.Rodrigues(rvec)[0]
         c2w[i, :3, :3] = w2c.T
         c2w[i, :3, 3] = -w2c.T @ tvec
-        pose[i] = shards.matrix_to_euler(landmarks._FLIP @ w2c)
+        pose[i] = rotations.matrix_to_pose(landmarks._FLIP @ w2c)
     return (np.tile(k, (len(lm), 1, 1)).astype(np.float32), c2w.astype(np.float32),
             pose.astype(np.float32))
 

@@ -1,6 +1,6 @@
 """Dense 3D face landmarks (mediapipe face mesh) and head pose from a rigid fit.
 
-Landmarks use the shard coordinates (``data_pipelines.shards``): normalised ``x, y`` in
+Landmarks use the shard coordinates (``fnevr_jax.data.shards``): normalised ``x, y`` in
 [-1, 1] over the frame and depth ``z`` on the scale of ``x``, larger farther from the camera.
 Head pose is the rotation of a similarity (Umeyama) fit of a reference shape, given in the
 head frame (x right, y up, z out of the face), to the landmarks; see ``head_pose``.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_pipelines import shards
+from fnevr_jax.ops import rotations
 
 NUM_POINTS = 468
 # mediapipe face mesh indices: outer eye corners (image left, image right at rest),
@@ -42,7 +42,7 @@ def head_pose(landmarks, reference) -> np.ndarray:
     out = []
     for frame in np.asarray(landmarks):
         _, rot, _ = rigid_fit(reference, frame)
-        out.append(shards.matrix_to_euler(_FLIP @ rot))
+        out.append(rotations.matrix_to_pose(_FLIP @ rot))
     return np.asarray(out, np.float32)
 
 

@@ -23,7 +23,6 @@ summary (also in ``preprocess_summary.json``).
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import concurrent.futures as futures
 import json
@@ -35,7 +34,9 @@ import sys
 import cv2
 import numpy as np
 
-from data_pipelines import face_crop, head_codes, landmarks, shards, video_io
+from data_pipelines import face_crop, head_codes, landmarks, video_io
+from fnevr_jax import cli
+from fnevr_jax.data import shards
 from fnevr_jax.pretrained.files import MissingWeightsError
 
 PLAN = "preprocess_plan.json"
@@ -249,7 +250,7 @@ def format_summary(summary: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--input", required=True, help="folder of videos (or train/ and test/)")
     p.add_argument("--output", required=True, help="dataset directory to write")
     p.add_argument("--crop", action="store_true", help="detect, track and crop faces")
@@ -276,8 +277,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if min(a.size, a.min_frames, a.max_frames, a.videos_per_shard,
            a.expression_dim) < 1 or a.workers < 0:
-        print("preprocess: sizes and counts must be positive", file=sys.stderr)
-        return 2
+        p.error("sizes and counts must be positive")
     try:
         summary = run(a.input, a.output, crop=a.crop, with_landmarks=a.landmarks, size=a.size,
                       min_frames=a.min_frames, max_frames=a.max_frames, encoding=a.encoding,
@@ -287,8 +287,8 @@ def main(argv=None) -> int:
                       expression_dim=a.expression_dim, expression_basis=a.expression_basis,
                       identity_per_frame=a.identity_per_frame)
     except (shards.DatasetError, MissingWeightsError) as e:
-        print(f"preprocess: {e}", file=sys.stderr)
-        return 2
+        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
     print(format_summary(summary))
     return 0
 

@@ -6,7 +6,7 @@ brows and a mouth that opens and smiles. Each clip moves the head with smooth ra
 pitch, roll, translation and expression in front of a static textured background. Rendering
 is analytic ray casting, vectorised over pixels and frames, at any resolution.
 
-Every frame carries its ground truth in the shard format of ``data_pipelines.shards``:
+Every frame carries its ground truth in the shard format of ``fnevr_jax.data.shards``:
 ``landmarks`` (3D points on the head surface), ``pose``, ``face_box``, ``mask`` (the
 foreground: head, hair, ears and neck, as a portrait matting gives), ``intrinsics``/``extrinsics`` and ``identity_code``/
 ``expression_code``. Everything is a function of the seed.
@@ -15,7 +15,6 @@ CLI: ``python -m data_pipelines.synthetic --output DIR [--train-clips 200 --fram
 """
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as futures
 import dataclasses
 import json
@@ -27,7 +26,9 @@ import time
 
 import numpy as np
 
-from data_pipelines import shards
+from fnevr_jax import cli
+from fnevr_jax.data import shards
+from fnevr_jax.ops import rotations
 
 FOCAL = 2.0           # focal length in units of the frame width
 DISTANCE = 6.2        # mean camera-to-head-centre distance, in head units (head radius ~1)
@@ -298,7 +299,7 @@ def render_clip(ident: Identity, pose, trans, expr, background, light, size: int
     uu, vv = np.meshgrid(g, g)
     dirs = np.stack([(uu - k[0, 2]) / k[0, 0], (vv - k[1, 2]) / k[1, 1], np.ones_like(uu)],
                     -1).reshape(-1, 3).astype(np.float32)
-    rot = shards.euler_to_matrix(pose[:, 0], pose[:, 1], pose[:, 2])
+    rot = rotations.pose_to_matrix(pose)
     bg = background
     if supersample > 1:
         bg = np.repeat(np.repeat(background, supersample, 0), supersample, 1)
@@ -322,7 +323,7 @@ def project(points, pose, trans, size: int):
 
     Depth is relative to the head centre and scaled like x (shards module docstring).
     """
-    rot = BASE @ shards.euler_to_matrix(pose[:, 0], pose[:, 1], pose[:, 2])
+    rot = BASE @ rotations.pose_to_matrix(pose)
     cam = np.einsum("tij,nj->tni", rot, points) + trans[:, None, :]
     k = intrinsics(size)
     u = k[0, 0] * cam[..., 0] / cam[..., 2] + k[0, 2]
@@ -334,7 +335,7 @@ def project(points, pose, trans, size: int):
 
 def extrinsics(pose, trans) -> np.ndarray:
     """Camera-to-world (T, 4, 4) with the head frame as world."""
-    w2c_r = BASE @ shards.euler_to_matrix(pose[:, 0], pose[:, 1], pose[:, 2])
+    w2c_r = BASE @ rotations.pose_to_matrix(pose)
     c2w = np.tile(np.eye(4), (len(pose), 1, 1))
     c2w[:, :3, :3] = np.transpose(w2c_r, (0, 2, 1))
     c2w[:, :3, 3] = -np.einsum("tji,tj->ti", w2c_r, trans)
@@ -454,7 +455,7 @@ def write_examples(output, *, seed: int = 0, test_identities: int = 4, train_ide
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--output", required=True, help="dataset directory to write")
     p.add_argument("--train-clips", type=int, default=200)
     p.add_argument("--test-clips", type=int, default=20)
@@ -473,8 +474,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if min(a.identities, a.test_identities, a.frames, a.size, a.points, a.supersample,
            a.clips_per_shard, a.workers) < 1 or min(a.train_clips, a.test_clips) < 0:
-        print("synthetic: counts and sizes must be positive", file=sys.stderr)
-        return 2
+        p.error("counts and sizes must be positive")
     start = time.time()
     try:
         info = generate(a.output, train_clips=a.train_clips, test_clips=a.test_clips,
@@ -483,8 +483,8 @@ def main(argv=None) -> int:
                         supersample=a.supersample, encoding=a.encoding, quality=a.quality,
                         clips_per_shard=a.clips_per_shard, workers=a.workers, seed=a.seed)
     except shards.DatasetError as e:
-        print(f"synthetic: {e}", file=sys.stderr)
-        return 2
+        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
     if a.test_clips:
         write_examples(a.output, seed=a.seed, test_identities=a.test_identities,
                        train_identities=a.identities, frames=a.frames, size=a.size,

@@ -11,7 +11,7 @@ features, decoded by TFDS into numpy:
     source = tfds.data_source("fnevr_clips", data_dir="/data/tfds", split="train")
     clip = source[0]   # frames (T, H, W, 3) uint8, clip_id, identity, pose (T, 3), ...
 
-The project's own loaders (``data_pipelines.loaders``) read the original shards directly and
+The project's own loaders (``fnevr_jax.data.loaders``) read the original shards directly and
 decode only the frames they sample; they do not need TFDS. Import this module only when TFDS
 is wanted: it imports ``tensorflow_datasets``.
 """
@@ -22,7 +22,7 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_pipelines import shards
+from fnevr_jax.data import shards
 
 NAME = "fnevr_clips"
 

@@ -1,11 +1,12 @@
 """The public inference API: load a model from any supported source, detect keypoints, generate.
 
-    animator = load_animator("ckpt/fnevr")           # orbax dir, official .pth.tar, or variables
+    animator = load_animator("runs/quick")           # any model source (fnevr_jax.loader)
     kp_s = animator.keypoints(source)                # float32 [B,H,W,3] in [0,1]
     kp_d = animator.keypoints(driving)
     out = animator.generate(source, kp_s, kp_d)      # {"prediction", "render", ...} NHWC
 
-Both calls are jitted and compile once per input shape. The NeRF head model (HeadNeRF's
+Both calls run on the inference core (`fnevr_jax.inference`): fixed padded batches, one
+compilation per function. The NeRF head model (HeadNeRF's
 published checkpoints, their conversions, or a NeRF head training workdir) renders from codes
 and cameras:
 
@@ -18,94 +19,94 @@ The command line runs the networks on an image pair and writes a picture of the 
 
     python -m fnevr_jax.api --checkpoint ckpt/fnevr --source a.png --driving b.png --out pair.png
 """
-import argparse
 import pathlib
 import sys
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from fnevr_jax import checkpoint_io, torch_io
-from fnevr_jax.convert import (ConversionError, default_config, from_headnerf_state_dict,
-                               from_torch_state_dict, read_headnerf, read_state_dict)
-from fnevr_jax.models import MODELS, build_models, module_variables, nerf_head
+from fnevr_jax import checkpoint_io, cli, inference, loader, media, torch_io
+from fnevr_jax.convert import ConversionError
+from fnevr_jax.models import MODELS, nerf_head
 
-OUTPUTS = ("prediction", "occlusion_map", "mask", "deformed", "render")
+POSE_HELP = ("only training checkpoints (a train.py --workdir) have one; official, parity and "
+             "converted checkpoints do not")
 
 
 class AnimatorError(ValueError):
     """A model source that cannot be loaded, or inputs of the wrong form."""
 
 
-def load_variables(source, model="fnevr", config=None):
-    """(variables, config, metadata) from an orbax directory, official checkpoint, fixture or dict."""
-    if model not in MODELS:
-        raise AnimatorError(f"model must be one of {MODELS}, got {model!r}")
-    metadata = {"model": model}
-    if isinstance(source, dict):
-        variables = source
-    else:
-        path = pathlib.Path(source)
-        if path.is_dir():
-            variables, metadata = checkpoint_io.load_variables(path)
-            if metadata.get("model") != model:
-                raise AnimatorError(f"{path}: holds a {metadata.get('model')!r} model, "
-                                    f"not {model!r}; pass model={metadata.get('model')!r}")
-            if config is None and "config" in metadata:
-                config = ml_collections.ConfigDict(metadata["config"])
-        elif not path.exists():
-            raise AnimatorError(f"{path}: no such checkpoint file or directory")
-        else:
-            variables = from_torch_state_dict(read_state_dict(path, model), model, config)
-    config = config or default_config(model)
-    if config.model != model:
-        raise AnimatorError(f"config is for model {config.model!r}, not {model!r}")
-    if "params" not in variables or "generator" not in variables["params"]:
-        raise AnimatorError("variables must be {'params': {'kp_detector', 'generator', ...}, ...}")
-    return variables, config, metadata
-
-
 class Animator:
-    """Jitted keypoint detection and generation with fixed variables."""
+    """A model with its variables on the inference core (`fnevr_jax.inference.Core`): fixed
+    padded batches of `batch_size` frames on a data mesh, one compilation per function.
+    `pose_params`: the pose editor of a training export (None for official and converted
+    checkpoints)."""
 
-    def __init__(self, variables, config):
+    def __init__(self, variables, config, description="variables", batch_size=8, mesh=None):
         self.config = config
         self.model = config.model
-        models = build_models(config)
-        self.kp_variables = jax.device_put(module_variables(variables, "kp_detector"))
-        self.generator_variables = jax.device_put(module_variables(variables, "generator"))
-        self._keypoints = jax.jit(models["kp_detector"].apply)
-
-        def generate(variables, source, kp_source, kp_driving):
-            out = models["generator"].apply(variables, source, kp_source, kp_driving)
-            return {k: out[k] for k in OUTPUTS if k in out}
-
-        self._generate = jax.jit(generate)
+        self.description = description
+        self.pose_params = variables["params"].get("pose_editor")
+        self.core = inference.Core(config, batch_size, mesh)
+        self.variables = self.core.put(inference.inference_variables(variables))
 
     def _images(self, images, name):
-        images = jnp.asarray(images)
+        if not hasattr(images, "shape"):
+            images = np.asarray(images)
         if images.ndim != 4 or images.shape[-1] != self.config.num_channels:
             raise AnimatorError(f"{name} must be [B,H,W,{self.config.num_channels}], "
                                 f"got shape {images.shape}")
-        return images.astype(jnp.float32)
+        return images.astype(np.float32)
 
     def keypoints(self, images):
         """{"value": [B,K,2], "jacobian": [B,K,2,2]} for float32 images [B,H,W,3] in [0,1]."""
-        return self._keypoints(self.kp_variables, self._images(images, "images"))
+        return self.core.keypoints(self.variables, self._images(images, "images"))
 
     def generate(self, source, kp_source, kp_driving):
         """The source animated to the driving keypoints: NHWC `prediction`, `occlusion_map`,
         `mask`, `deformed`, and for FNeVR `render` (the intermediate image I_m)."""
-        return self._generate(self.generator_variables, self._images(source, "source"),
-                              kp_source, kp_driving)
+        return self.core.generate(self.variables, self._images(source, "source"), kp_source,
+                                  kp_driving)
+
+    def animate_frames(self, source, frames, kp_source, kp_initial=None, scale=1.0,
+                       rotation=None, relative=True):
+        """Predictions [n, H, W, 3] (numpy, [0, 1]) of a batch of driving `frames`, for
+        streaming: `kp_source`, `kp_initial` and `scale` are computed once per video (see
+        `animate`); `rotation` (1 or n, 3, 3) edits the pose."""
+        if rotation is not None and self.pose_params is None:
+            raise AnimatorError(f"pose editing needs a pose editor; {POSE_HELP}")
+        return np.asarray(self.core.animate(
+            self.variables, self._images(source, "source"), self._images(frames, "frames"),
+            kp_source, kp_initial, scale, rotation, relative))
+
+    def animate(self, source, driving, relative=True, adapt_scale=True, pose=None):
+        """`source` [1, H, W, 3] animated by `driving` [N, H, W, 3] (float32 in [0, 1]) ->
+        [N, H, W, 3]: first-order-model's `make_animation` (relative motion from the first
+        driving frame, scaled by the keypoint hull areas when `adapt_scale`), or absolute
+        keypoints; `pose` (yaw, pitch, roll) in degrees turns the head (FNeVR eq. 11)."""
+        kp_source = self.keypoints(source)
+        kp_initial = self.keypoints(self._images(driving, "driving")[:1])
+        scale = (inference.adapt_scale(kp_source["value"], kp_initial["value"])
+                 if relative and adapt_scale else 1.0)
+        rotation = inference.pose_rotation(pose) if pose is not None else None
+        return self.animate_frames(source, driving, kp_source, kp_initial, scale, rotation,
+                                   relative)
 
 
-def load_animator(source, model="fnevr", config=None):
-    """An `Animator` from an orbax directory, an official `.pth.tar`, a parity `.npz` or variables."""
-    variables, config, _ = load_variables(source, model, config)
-    return Animator(variables, config)
+def load_animator(source, model=None, config=None, batch_size=8):
+    """An `Animator` from any model source (`fnevr_jax.loader`): a training workdir, an orbax
+    directory, an official `.pth.tar`, a parity `.npz` or variables. `model` ("fnevr"/"fomm")
+    or `config.model`, where given, must agree with what the source holds."""
+    try:
+        variables, config, description = loader.load(source, model, config)
+    except loader.LoadError as e:
+        raise AnimatorError(str(e)) from None
+    if config.get("task") == "nerf_head":
+        raise AnimatorError(f"{source}: holds a NeRF head model; render it with "
+                            "`python -m fnevr_jax.nerf_head.render`")
+    return Animator(variables, config, description, batch_size)
 
 
 class HeadModel:
@@ -162,36 +163,15 @@ class HeadModel:
 
 
 def load_head_model(source, dtype=np.float32):
-    """A `HeadModel` from a HeadNeRF checkpoint (`model_Reso32.pth` and its family, or its
-    parity `.npz`), an orbax directory written by `fnevr_jax.convert`, or a NeRF head training
-    workdir. `dtype` float64 (inside `jax.enable_x64(True)`) is for parity checks."""
-    from fnevr_jax.nerf_head import render as nerf_head_render
-    path = pathlib.Path(source)
-    if path.is_dir():
-        try:
-            config, _, params = nerf_head_render.load(path)
-        except nerf_head_render.RenderError as e:
-            raise AnimatorError(str(e)) from None
-    elif not path.exists():
-        raise AnimatorError(f"{path}: no such checkpoint file or directory")
-    else:
-        state, config = read_headnerf(path)
-        params = from_headnerf_state_dict(state, config)["params"]
-    return HeadModel(params, config, dtype)
-
-
-def read_image(path, size):
-    """An RGB image file as float32 [size, size, 3] in [0,1] (skimage anti-aliased resize)."""
-    import imageio.v3 as iio
-    import skimage.transform
+    """A `HeadModel` from any NeRF head source (`fnevr_jax.loader`): a HeadNeRF checkpoint
+    (`model_Reso32.pth` and its family, or its parity `.npz`), an orbax directory written by
+    `fnevr_jax.convert`, or a NeRF head training workdir. `dtype` float64 (inside
+    `jax.enable_x64(True)`) is for parity checks."""
     try:
-        image = iio.imread(path)
-    except (OSError, ValueError) as e:
-        raise AnimatorError(f"{path}: cannot read image ({e})") from None
-    if image.ndim == 2:
-        image = np.stack([image] * 3, -1)
-    image = skimage.transform.resize(image[..., :3], (size, size))  # float64 in [0,1]
-    return image.astype(np.float32)
+        variables, config, _ = loader.load(source, "nerf_head")
+    except loader.LoadError as e:
+        raise AnimatorError(str(e)) from None
+    return HeadModel(variables["params"], config, dtype)
 
 
 def _save_picture(path, columns):
@@ -205,9 +185,11 @@ def _save_picture(path, columns):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="orbax dir, official .pth.tar or .npz")
-    parser.add_argument("--model", default="fnevr", choices=MODELS)
+    parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", required=True,
+                        help="training workdir, orbax dir, official .pth.tar or parity .npz")
+    parser.add_argument("--model", choices=MODELS,
+                        help="the network of a .pth.tar/.npz (default fnevr); checked for dirs")
     parser.add_argument("--source", required=True)
     parser.add_argument("--driving", required=True)
     parser.add_argument("--out", required=True, help="PNG: source | driving | prediction | ...")
@@ -215,12 +197,12 @@ def main(argv=None):
     try:
         animator = load_animator(args.checkpoint, args.model)
         size = animator.config.image_size
-        source = read_image(args.source, size)[None]
-        driving = read_image(args.driving, size)[None]
+        source = media.square_resize(media.read_image(args.source), size)[None]
+        driving = media.square_resize(media.read_image(args.driving), size)[None]
         kp_source, kp_driving = animator.keypoints(source), animator.keypoints(driving)
         out = animator.generate(source, kp_source, kp_driving)
     except (AnimatorError, ConversionError, checkpoint_io.CheckpointError,
-            torch_io.TorchFileError) as e:
+            torch_io.TorchFileError, media.MediaError) as e:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1
     columns = [source[0], driving[0], out["prediction"][0]]

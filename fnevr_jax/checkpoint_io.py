@@ -4,10 +4,12 @@
   numpy arrays with orbax's PyTree handler;
 - `metadata`: a JSON dict, e.g. `{"model": "fnevr", "config": {...}, "source": "..."}`.
 
-This is for exported or converted models (single process); training state is checkpointed
-with an orbax CheckpointManager in a train.py workdir, which `restore_training_state` reads.
+Exported or converted models are such directories. A train.py workdir checkpoints its
+training state with an orbax CheckpointManager and saves the task's inference export as these
+two items beside it in each step directory (`export_args`), which `load_export` reads.
 """
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -22,6 +24,14 @@ _ITEMS = ("variables", "metadata")
 
 class CheckpointError(ValueError):
     """A directory that is missing, not a variables checkpoint, corrupt, or not overwritable."""
+
+
+class _SkipOtherItems(logging.Filter):
+    """Drops orbax's warning about the training-state items of a checkpoint step directory,
+    which `load_variables` deliberately leaves unread."""
+
+    def filter(self, record):
+        return "could not be restored" not in record.getMessage()
 
 
 def _checkpointer():
@@ -74,6 +84,8 @@ def load_variables(directory):
         raise CheckpointError(
             f"{directory}: not a variables checkpoint (no {' or '.join(missing)} item)")
     checkpointer = _checkpointer()
+    quiet = _SkipOtherItems()
+    logging.getLogger("absl").addFilter(quiet)
     try:
         tree = checkpointer.metadata(directory).item_metadata["variables"].tree
         restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
@@ -85,6 +97,8 @@ def load_variables(directory):
         detail = " ".join(str(e).split())[:200]
         raise CheckpointError(
             f"{directory}: corrupt checkpoint ({type(e).__name__}: {detail})") from None
+    finally:
+        logging.getLogger("absl").removeFilter(quiet)
     return restored["variables"], restored["metadata"]
 
 
@@ -94,24 +108,24 @@ def is_training_workdir(path):
     return path.is_dir() and (path / "checkpoints").is_dir() and (path / "config.json").is_file()
 
 
-def restore_training_state(workdir):
-    """(config dict, task state as numpy, step) of the latest finished step of a workdir."""
-    workdir = pathlib.Path(workdir)
-    steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()
-                   if p.name.isdigit() and (p / "state").is_dir())
+def checkpoints_dir(workdir):
+    """Where a training workdir keeps its numbered checkpoints."""
+    return pathlib.Path(workdir) / "checkpoints"
+
+
+def export_args(variables, metadata):
+    """The orbax items the trainer saves beside each checkpoint's state: the task's inference
+    export, in this module's format (so `load_variables` reads a checkpoint step directory)."""
+    return {"variables": ocp.args.PyTreeSave(variables), "metadata": ocp.args.JsonSave(metadata)}
+
+
+def load_export(workdir):
+    """(variables, metadata) of the newest checkpoint of a training workdir that has an
+    inference export; the training state (optimizer moments) is not read."""
+    root = checkpoints_dir(workdir)
+    steps = sorted((int(p.name) for p in root.iterdir()
+                    if p.name.isdigit() and all((p / item).is_dir() for item in _ITEMS)),
+                   reverse=True) if root.is_dir() else []
     if not steps:
         raise CheckpointError(f"{workdir}: a training workdir without a finished checkpoint")
-    directory = workdir / "checkpoints" / str(steps[-1])
-    checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler(
-        state=ocp.PyTreeCheckpointHandler()))
-    try:
-        config = json.loads((workdir / "config.json").read_text())
-        tree = checkpointer.metadata(directory).item_metadata["state"].tree
-        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-        state = checkpointer.restore(directory, args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(restore_args=restore_args)))["state"]
-    except Exception as e:  # noqa: BLE001 (orbax reports damage with many exception types)
-        detail = " ".join(str(e).split())[:200]
-        raise CheckpointError(f"{directory}: cannot restore ({type(e).__name__}: {detail})") \
-            from None
-    return config, state["task"], steps[-1]
+    return load_variables(root / str(steps[0]))

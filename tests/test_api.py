@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from fnevr_jax import checkpoint_io
-from fnevr_jax.api import AnimatorError, load_animator, load_variables
+from fnevr_jax import checkpoint_io, loader
+from fnevr_jax.api import AnimatorError, load_animator
 from fnevr_jax.convert import main as convert_main
 
 sys.path.insert(0, "tests/data")
@@ -35,13 +35,12 @@ def test_orbax_checkpoint_reproduces_official_outputs(fomm_dir, data_dir):
     # Same shapes again: no recompilation.
     animator.generate(source, kp_s, kp_d)
     animator.keypoints(driving)
-    assert animator._generate._cache_size() == 1
-    assert animator._keypoints._cache_size() == 1
+    assert animator.core.compiled() == {"keypoints": 1, "generate": 1, "animate": 0}
 
 
 def test_official_torch_checkpoint_is_read_without_torch(data_dir):
     config = tiny_config()
-    variables, _, _ = load_variables(data_dir / "tiny_fomm.pth.tar", "fomm", config)
+    variables, _, _ = loader.load(data_dir / "tiny_fomm.pth.tar", "fomm", config)
     key = "generator.down_blocks.1.conv.weight"
     w = value(key, (16, 8, 3, 3))
     np.testing.assert_array_equal(
@@ -126,8 +125,10 @@ def test_load_head_model_renders_the_paper_variant_from_export_and_workdir(tmp_p
                                  {"model": "nerf_head", "config": config.to_dict()})
     workdir = tmp_path / "workdir"
     manager = ocp.CheckpointManager(workdir / "checkpoints")
-    manager.save(3, args=ocp.args.Composite(state=ocp.args.StandardSave(
-        {"task": {"params": params}})))
+    manager.save(3, args=ocp.args.Composite(      # the layout train.py writes: state + export
+        state=ocp.args.StandardSave({"task": {"params": params}}),
+        **checkpoint_io.export_args({"params": params}, {"model": "nerf_head", "step": 3,
+                                                         "config": config.to_dict()})))
     manager.wait_until_finished()
     (workdir / "config.json").write_text(config.to_json())
 
@@ -156,3 +157,36 @@ def test_load_head_model_renders_the_paper_variant_from_export_and_workdir(tmp_p
                     c2w_tvecs=cam[:, :, 3:], inv_inmats=inv_inmats)
     with pytest.raises(AnimatorError, match="no such checkpoint"):
         load_head_model(tmp_path / "none.pth")
+
+
+def test_animate_is_make_animation_and_compiles_once(data_dir):
+    """`Animator.animate` over 2.5 batches equals first-order-model's `make_animation` computed
+    frame by frame (relative keypoints from the first driving frame, adapt scale), and a run
+    of animation plus the evaluation of two clips of different lengths compiles each jitted
+    function of the inference core once."""
+    import eval as eval_cli
+    from fnevr_jax import inference
+    from fnevr_jax.metrics import image as image_lib
+
+    animator = load_animator(data_dir / "tiny_fomm.pth.tar", "fomm", tiny_config(), batch_size=4)
+    rng = np.random.default_rng(0)
+    source = rng.uniform(size=(1, 64, 64, 3)).astype(np.float32)
+    driving = rng.uniform(size=(10, 64, 64, 3)).astype(np.float32)
+    out = animator.animate(source, driving)
+    kp_s, kp_0 = animator.keypoints(source), animator.keypoints(driving[:1])
+    scale = np.sqrt(inference.hull_area(np.asarray(kp_s["value"])[0])
+                    / inference.hull_area(np.asarray(kp_0["value"])[0]))
+    for i in (0, 5, 9):
+        kp_d = animator.keypoints(driving[i:i + 1])
+        kp = inference.normalize_kp(kp_s, kp_d, kp_0, scale)
+        want = animator.generate(source, kp_s, kp)["prediction"]
+        np.testing.assert_allclose(out[i], np.clip(want[0], 0, 1), atol=1e-5)
+    assert not np.allclose(out[0], out[9], atol=1e-3)    # the frames differ
+
+    metrics_before = image_lib.image_metrics._cache_size()
+    clips = [{"video": rng.uniform(size=(n, 64, 64, 3)).astype(np.float32), "clip_id": str(n),
+              "identity": np.int64(n)} for n in (7, 5)]
+    aggregate = eval_cli.evaluate(animator, clips, "reconstruction", ["l1"], batch_size=4)[0]
+    assert 0 < aggregate["L1"] < 1
+    assert animator.core.compiled() == {"keypoints": 1, "generate": 1, "animate": 1}
+    assert image_lib.image_metrics._cache_size() - metrics_before <= 1

@@ -4,7 +4,9 @@ import shutil
 import numpy as np
 import pytest
 
-from data_pipelines import head_codes, landmarks, loaders, preprocess, shards
+from data_pipelines import head_codes, landmarks, preprocess
+from fnevr_jax.data import loaders, shards
+from fnevr_jax.ops import rotations
 from tests.feat_video import FEAT, write_pexels_clip
 
 SIZE = 128
@@ -124,7 +126,7 @@ def test_camera_reprojects_the_landmark_fit(coded):
     assert (centre[:, 2] > 4).all() and (np.linalg.norm(centre, axis=1) < 8).all(), centre
     assert (c2w[:, 2, 2] < -0.9).all()                   # the camera looks along -z at the face
     # The pose field describes the same rotation: head point p at diag(1,-1,-1) R p + t.
-    np.testing.assert_allclose(shards.euler_to_matrix(*record["pose"].T),
+    np.testing.assert_allclose(rotations.pose_to_matrix(record["pose"]),
                                np.diag([1, -1, -1]) @ np.swapaxes(rot, 1, 2), atol=1e-4)
     ref = head_codes.reference_shape(record["landmarks"])
     eyes = ref[landmarks.EYE_OUTER[1]] - ref[landmarks.EYE_OUTER[0]]

@@ -10,7 +10,8 @@ import pytest
 from jax.sharding import Mesh, PartitionSpec
 from PIL import Image, ImageEnhance
 
-from data_pipelines import loaders, shards, synthetic
+from data_pipelines import synthetic
+from fnevr_jax.data import loaders, shards
 
 ONE = dict(process_index=0, process_count=1)
 

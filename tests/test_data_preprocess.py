@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from data_pipelines import preprocess, shards, synthetic, video_io
+from data_pipelines import preprocess, synthetic, video_io
+from fnevr_jax.data import shards
 
 
 class Interrupted(Exception):
@@ -163,18 +164,18 @@ def test_cli_user_errors(tmp_path):
                               capture_output=True, text=True)
 
     r = cli("--input", str(tmp_path / "missing"), "--output", str(tmp_path / "o"))
-    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 1 and "does not exist" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     (tmp_path / "empty").mkdir()
     r = cli("--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o"))
-    assert r.returncode == 2 and "no videos found" in r.stderr
+    assert r.returncode == 1 and "no videos found" in r.stderr
     _write_folder(tmp_path / "in" / "train" / "x#1.mp4", _frames(3, n=6, size=16))
     r = cli("--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"), "--size", "16",
             "--min-frames", "4", "--workers", "0", "--no-progress")
     assert r.returncode == 0, r.stderr
     assert "1 of 1 videos processed; clips train: 1; 0 skipped" in r.stdout
     r = cli("--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"), "--size", "32")
-    assert r.returncode == 2 and "other inputs or options" in r.stderr
+    assert r.returncode == 1 and "other inputs or options" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
 

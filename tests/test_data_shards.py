@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from data_pipelines import shards
+from fnevr_jax.data import shards
+from fnevr_jax.ops import rotations
 
 
 def _clip(rng, t=3, h=8, w=10):
@@ -69,14 +70,14 @@ def test_bad_inputs_rejected():
 def test_euler_round_trip_and_axes():
     rng = np.random.default_rng(2)
     angles = rng.uniform(-1.2, 1.2, (20, 3))
-    r = shards.euler_to_matrix(*angles.T)
+    r = rotations.pose_to_matrix(angles)
     np.testing.assert_allclose(r @ np.swapaxes(r, 1, 2), np.broadcast_to(np.eye(3), r.shape),
                                atol=1e-12)
-    np.testing.assert_allclose(shards.matrix_to_euler(r), angles, atol=1e-10)
+    np.testing.assert_allclose(rotations.matrix_to_pose(r), angles, atol=1e-10)
     # Positive yaw turns the nose (+z) towards +x; positive pitch turns it towards -y.
-    np.testing.assert_allclose(shards.euler_to_matrix(0.5, 0, 0) @ [0, 0, 1],
+    np.testing.assert_allclose(rotations.pose_to_matrix([0.5, 0, 0]) @ [0, 0, 1],
                                [np.sin(0.5), 0, np.cos(0.5)], atol=1e-12)
-    np.testing.assert_allclose(shards.euler_to_matrix(0, 0.5, 0) @ [0, 0, 1],
+    np.testing.assert_allclose(rotations.pose_to_matrix([0, 0.5, 0]) @ [0, 0, 1],
                                [0, -np.sin(0.5), np.cos(0.5)], atol=1e-12)
 
 

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from data_pipelines import shards, synthetic
+from data_pipelines import synthetic
+from fnevr_jax.data import shards
 
 tfds = pytest.importorskip("tensorflow_datasets")
 pytest.importorskip("tensorflow")

@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from data_pipelines import shards
 from fnevr_jax import losses
-from fnevr_jax.models.pose_editor import PoseEditor, euler_to_matrix, relative_rotation
-from fnevr_jax.ops import coordinate_grid
+from fnevr_jax.models.pose_editor import PoseEditor, relative_rotation
+from fnevr_jax.ops import coordinate_grid, rotations
 
 
 def test_image_pyramid_and_perceptual_closed_form():
@@ -148,8 +147,8 @@ def test_sigma_matching_closed_form():
 
 def test_pose_editor_rotation_and_loss():
     angles = np.array([[0.3, -0.2, 0.1], [-0.5, 0.4, 0.7]], np.float32)
-    np.testing.assert_allclose(euler_to_matrix(jnp.asarray(angles)),
-                               shards.euler_to_matrix(*angles.T), atol=1e-6)
+    np.testing.assert_allclose(rotations.pose_to_matrix(jnp.asarray(angles)),
+                               rotations.pose_to_matrix(angles), atol=1e-6)
     np.testing.assert_allclose(relative_rotation(jnp.asarray(angles), jnp.asarray(angles)),
                                np.tile(np.eye(3), (2, 1, 1)), atol=1e-6)
     kp = {"value": jnp.zeros((2, 3, 2)), "jacobian": jnp.tile(jnp.eye(2), (2, 3, 1, 1))}

@@ -13,7 +13,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import nerf_head as nerf_head_config
-from data_pipelines import loaders, synthetic
+from data_pipelines import synthetic
+from fnevr_jax.data import loaders
 from fnevr_jax.nerf_head import render
 from fnevr_jax.nerf_head.task import NerfHeadTask
 from fnevr_jax.training import trainer

@@ -15,6 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from fnevr_jax import sharding
 from fnevr_jax.training import trainer
 from fnevr_jax.training.fnevr_task import FNeVRTask
 from tests import tiny, xla_env
@@ -75,7 +76,7 @@ def test_one_step_on_8_devices_equals_1_device(tiny_data):
         rng = jax.random.key(1)
         results = []
         for n in (1, 8):
-            mesh = trainer.make_mesh(jax.devices()[:n])
+            mesh = sharding.make_mesh(jax.devices()[:n])
             rep, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
             step = jax.jit(task.train_step, in_shardings=(rep, data, rep, rep),
                            out_shardings=(rep, rep))
@@ -124,7 +125,7 @@ def test_two_processes_train_to_identical_parameters(tiny_data, tmp_path):
     flags = tiny.flags(tiny_data, **{"train.num_steps": 2})
     procs = [subprocess.Popen(
         [sys.executable, "train.py", f"--workdir={tmp_path / 'run'}", *flags,
-         f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"],
+         f"--coordinator-address=localhost:{port}", "--num-processes=2", f"--process-id={i}"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=xla_env.env(2)) for i in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
@@ -165,6 +166,7 @@ class _LinearTask:
     frozen = {}
 
     def __init__(self, config):
+        self.config = config
         self.num_steps = config.train.num_steps
         self.tx = optax.sgd(0.1)
 
@@ -196,6 +198,9 @@ class _LinearTask:
 
     def evaluate(self, state, process_index, process_count):
         return {"fit": 0.0, "count": 1.0}
+
+    def export(self, state):
+        return {"params": state["params"]}, {"model": "linear", "config": self.config}
 
 
 def test_non_finite_loss_stops_naming_step_and_term_and_keeps_last_good_checkpoint(

@@ -80,7 +80,8 @@ class ResBlock(nn.Module):
         return out + x
 
 
-def _width(block_expansion, max_features, level):
+def feature_width(block_expansion, max_features, level):
+    """Channels at depth `level` of FOMM's encoders: min(max_features, block_expansion 2^level)."""
     return min(max_features, block_expansion * 2**level)
 
 
@@ -95,7 +96,7 @@ class Encoder(nn.Module):
     def __call__(self, x, train=False):
         outs = [x]
         for i in range(self.num_blocks):
-            features = _width(self.block_expansion, self.max_features, i + 1)
+            features = feature_width(self.block_expansion, self.max_features, i + 1)
             outs.append(DownBlock2d(features, self.dtype, name=f"down_blocks_{i}")(outs[-1], train))
         return outs
 
@@ -111,7 +112,7 @@ class Decoder(nn.Module):
     def __call__(self, skips, train=False):
         out = skips[-1]
         for j, i in enumerate(reversed(range(self.num_blocks))):
-            features = _width(self.block_expansion, self.max_features, i)
+            features = feature_width(self.block_expansion, self.max_features, i)
             out = UpBlock2d(features, self.dtype, name=f"up_blocks_{j}")(out, train)
             out = jnp.concatenate([out, skips[-2 - j]], axis=-1)
         return out

@@ -10,7 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fnevr_jax.models.blocks import DownBlock2d, ResBlock, SameBlock2d, UpBlock2d, conv, precise
+from fnevr_jax.models.blocks import (DownBlock2d, ResBlock, SameBlock2d, UpBlock2d, conv,
+                                     feature_width, precise)
 from fnevr_jax.models.dense_motion import DenseMotionNetwork
 from fnevr_jax.models.fvr import FaceVolumeRenderer
 from fnevr_jax.models.spade import SPADEDecoder
@@ -37,7 +38,7 @@ class OcclusionAwareGenerator(nn.Module):
     dtype: Any = jnp.float32
 
     def width(self, level):
-        return min(self.max_features, self.block_expansion * 2**level)
+        return feature_width(self.block_expansion, self.max_features, level)
 
     @nn.compact
     def __call__(self, source, kp_source, kp_driving, train=False):

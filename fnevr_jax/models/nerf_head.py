@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from fnevr_jax import rendering
+from fnevr_jax.ops import upsample_nearest2x
 
 DENSITY_ACTIVATIONS = ("relu", "softplus")
 
@@ -120,11 +121,6 @@ class FeatureOutput(nn.Module):
         return jnp.matmul(composited, kernel) + acc[..., None] * bias
 
 
-def upsample_nearest(x):
-    """x2 nearest-neighbour upsampling of [B, H, W, C]."""
-    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-
-
 def blur(x):
     """Depthwise [1, 2, 1]^T [1, 2, 1] / 16 filter with reflect padding (kornia's `filter2d`)."""
     taps = jnp.array([1.0, 2.0, 1.0], x.dtype) / 4.0
@@ -192,7 +188,7 @@ class NeuralRenderer(nn.Module):
         for i in range(self.num_units):
             rgb = upsample_rgb(rgb)
             channels = max(channels // 2, self.min_channels)
-            up = (upsample_nearest(x) if self.style == "giraffe"
+            up = (upsample_nearest2x(x) if self.style == "giraffe"
                   else PixelShuffleUp(name=f"upsample_{i}")(x))
             x = nn.leaky_relu(nn.Conv(channels, k, name=f"unit_{i}")(up), negative_slope=0.2)
             rgb = rgb + nn.Conv(3, k, name=f"rgb_{i + 1}")(x)

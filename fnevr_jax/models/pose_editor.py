@@ -15,20 +15,12 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fnevr_jax import rendering
-
-
-def euler_to_matrix(angles):
-    """Rotation matrices [..., 3, 3] from yaw, pitch, roll [..., 3] (radians).
-
-    R = Rz(roll) @ Ry(yaw) @ Rx(pitch): the convention of the data pipelines' `pose` field.
-    """
-    return rendering.euler_to_matrix(angles[..., jnp.array([1, 0, 2])])  # as (x, y, z) angles
+from fnevr_jax.ops.rotations import pose_to_matrix
 
 
 def relative_rotation(source_pose, driving_pose):
     """R_D R_S^T from the Euler angles of both frames."""
-    return euler_to_matrix(driving_pose) @ jnp.swapaxes(euler_to_matrix(source_pose), -1, -2)
+    return pose_to_matrix(driving_pose) @ jnp.swapaxes(pose_to_matrix(source_pose), -1, -2)
 
 
 class PoseEditor(nn.Module):

@@ -10,13 +10,13 @@ compiled `jax.lax.scan`.
   python -m fnevr_jax.nerf_head.fit --config=configs/nerf_head.py:quick --synthetic \
       --workdir=/tmp/nerf_head_fit
   python -m fnevr_jax.nerf_head.fit --config=configs/nerf_head.py --checkpoint=CKPT \
-      --image=face.png [--mask=mask.png] [--init_codes=codes.npz] --workdir=/tmp/fit
+      --image=face.png [--mask=mask.png] [--init-codes=codes.npz] --workdir=/tmp/fit
 
 `--synthetic` renders a target from known codes with a randomly initialised model (seed
 `config.seed`) and starts from perturbed codes and camera, reporting the code error too.
 `--checkpoint` is a `train.py` workdir or a model export
 (`fnevr_jax.checkpoint_io.save_variables`, variables {"params": ...} of `config.model`, e.g. a
-converted HeadNeRF checkpoint). `--init_codes` is an .npz with z_id [id_dim] and beta
+converted HeadNeRF checkpoint). `--init-codes` is an .npz with z_id [id_dim] and beta
 [expr_dim], and optionally appearance [appearance_dim], intrinsics [3, 3] (at the output size)
 and cam_to_world [3, 4]; missing entries start at zero codes and the
 default camera of `config.camera`. Writes codes.npz, render.png (target | render) and
@@ -32,9 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from PIL import Image
-
-from fnevr_jax import rendering
+from fnevr_jax import cli, media, rendering
 from fnevr_jax.metrics import image as image_metrics_lib
 from fnevr_jax.models import nerf_head
 from fnevr_jax.nerf_head import losses, render
@@ -186,12 +184,13 @@ def image_metrics(pred, target, mask):
 
 
 def _load_image(path, size, gray=False):
-    image = Image.open(path).convert("L" if gray else "RGB")
-    if image.width != image.height:
-        raise ValueError(f"{path} is {image.width}x{image.height}: crop it to a square first "
-                         "(resizing a non-square image distorts the face)")
-    image = image.resize((size, size), Image.BILINEAR)
-    return jnp.asarray(np.asarray(image, np.float32) / 255.0)[None]
+    """[1, size, size(, 3)] float32 in [0, 1]: `media.read_image` and `media.square_resize`."""
+    image = media.read_image(path)
+    if image.shape[0] != image.shape[1]:
+        raise render.RenderError(f"{path} is {image.shape[1]}x{image.shape[0]}: crop it to a "
+                                 "square first (resizing a non-square image distorts the face)")
+    image = media.square_resize(image, size)
+    return jnp.asarray(image.mean(-1) if gray else image)[None]
 
 
 def _load_params(path):
@@ -259,33 +258,28 @@ def run(config, workdir, flags):
              intrinsics=np.asarray(problem["intrinsics"][0]), cam_to_world=np.asarray(cam[0]),
              **extra, **{f"offset_{k}": np.asarray(v[0]) for k, v in offsets.items()})
     pair = np.concatenate([np.asarray(problem["target"][0]), np.asarray(pred[0])], axis=1)
-    Image.fromarray(np.uint8(np.clip(pair, 0, 1) * 255 + 0.5)).save(workdir / "render.png")
+    media.write_image(workdir / "render.png", media.to_uint8(pair))
     (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
-def main(argv):
-    del argv
-    from absl import flags
-    try:
-        metrics = run(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS)
-    except render.RenderError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    print(json.dumps(metrics, indent=2))
+def parse_args(argv=None):
+    p = cli.parser(__doc__, config="configs/nerf_head.py")
+    p.add_argument("--workdir", required=True, help="output directory")
+    p.add_argument("--synthetic", action="store_true",
+                   help="fit a target rendered by a random model")
+    p.add_argument("--checkpoint", help="train.py workdir or model export")
+    p.add_argument("--image", help="square RGB image to fit")
+    p.add_argument("--mask", help="head mask image (white = head); default all head")
+    p.add_argument("--init-codes", help=".npz with z_id, beta [, intrinsics, cam_to_world]")
+    return cli.parse(p, argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    return cli.run(lambda: print(json.dumps(run(args.config, args.workdir, args), indent=2)),
+                   (render.RenderError, media.MediaError))
 
 
 if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    config_flags.DEFINE_config_file("config", None, "configs/nerf_head.py[:variant]",
-                                    lock_config=True)
-    flags.DEFINE_string("workdir", None, "output directory")
-    flags.DEFINE_bool("synthetic", False, "fit a target rendered by a random model")
-    flags.DEFINE_string("checkpoint", None, "train.py workdir or model export")
-    flags.DEFINE_string("image", None, "square RGB image to fit")
-    flags.DEFINE_string("mask", None, "head mask image (white = head); default all head")
-    flags.DEFINE_string("init_codes", None, ".npz with z_id, beta [, intrinsics, cam_to_world]")
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    sys.exit(main())

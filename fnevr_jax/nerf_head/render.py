@@ -27,19 +27,18 @@ Frames render in fixed-size jitted batches (one compilation). Output: .gif or .m
 for videos, .png for the grid, written under a temporary name and renamed. Errors print one
 line and exit 1.
 """
-import argparse
 import pathlib
 import sys
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from fnevr_jax import checkpoint_io, media, rendering
+from fnevr_jax import cli, loader, media, rendering
 from fnevr_jax.models import nerf_head
 from fnevr_jax.nerf_head.task import model_intrinsics
+from fnevr_jax.sharding import pad_batch
 
 
 class RenderError(Exception):
@@ -48,28 +47,22 @@ class RenderError(Exception):
 
 # --------------------------------------------------------------------------- loading
 def load(checkpoint):
-    """(config, model, params) of a training workdir or a model export."""
+    """(config, model, params) of a training workdir or a model export (`fnevr_jax.loader`)."""
     path = pathlib.Path(checkpoint)
+    if not path.is_dir():
+        raise RenderError(f"{path}: no such checkpoint directory" if not path.exists() else
+                          f"{path}: not a NeRF head model (a training workdir or an export)")
     try:
-        if checkpoint_io.is_training_workdir(path):
-            config, state, _ = checkpoint_io.restore_training_state(path)
-            params = state["params"]
-        else:
-            variables, metadata = checkpoint_io.load_variables(path)
-            config, params = metadata.get("config"), variables["params"]
-    except checkpoint_io.CheckpointError as e:
-        raise RenderError(str(e).splitlines()[0]) from None
-    if not config or config.get("task") != "nerf_head":
-        raise RenderError(f"{path}: not a NeRF head model (train one with "
-                          "`python train.py --config=configs/nerf_head.py`)")
-    config = ml_collections.ConfigDict(config)
+        variables, config, _ = loader.load(path, "nerf_head")
+    except loader.LoadError as e:
+        raise RenderError(str(e)) from None
     model = nerf_head.from_config(config.model)
-    return config, model, jax.tree.map(jnp.asarray, params)
+    return config, model, jax.tree.map(jnp.asarray, variables["params"])
 
 
 def shard_clip(data, clip, size, split="train"):
     """Codes and cameras (model conventions) of every frame of clip `clip` of a dataset."""
-    from data_pipelines import loaders, shards
+    from fnevr_jax.data import loaders, shards
     try:
         ds = loaders.eval_clips(data, split=split, fields=loaders.NERF_FIELDS, size=size,
                                 process_index=0, process_count=1)
@@ -143,10 +136,10 @@ def render_frames(model, params, z_id, beta, intrinsics, cam_to_world, batch_siz
     for start in tqdm(range(0, n, size), desc=desc, unit="batch", file=sys.stderr,
                       dynamic_ncols=True):
         chunk = [a[start:start + size] for a in arrays]
-        pad = size - len(chunk[0])
-        chunk = [jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]) if pad else a for a in chunk]
+        count = len(chunk[0])
+        chunk = [pad_batch(a, size) for a in chunk]                 # one compiled shape
         out.append(render(params, *chunk[:4], appearance=chunk[4] if len(chunk) > 4 else None)
-                   ["image"][:size - pad])   # stays on device
+                   ["image"][:count])                               # stays on device
     return media.to_uint8(np.asarray(jnp.concatenate(out)))
 
 
@@ -227,7 +220,7 @@ COMMANDS = {"orbit": orbit, "interpolate": interpolate, "drive": drive}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("command", choices=sorted(COMMANDS))
     p.add_argument("--checkpoint", required=True, help="train.py workdir or model export")
     p.add_argument("--out", required=True, type=pathlib.Path, help=".gif/.mp4, or .png")

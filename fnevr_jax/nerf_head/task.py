@@ -14,11 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from data_pipelines import loaders, shards
+from fnevr_jax.data import loaders, shards
 from fnevr_jax.metrics import image as image_metrics
 from fnevr_jax.models import nerf_head
 from fnevr_jax.nerf_head import losses
 from fnevr_jax.ops import resize_nearest
+from fnevr_jax.sharding import pad_batch
 
 
 def _missing_data(config):
@@ -122,6 +123,10 @@ class NerfHeadTask:
                             model_intrinsics(jnp.asarray(batch["intrinsics"])),
                             jnp.asarray(batch["extrinsics"])[:, :3])
 
+    def export(self, state):
+        """Inference variables (the model's parameters) and metadata."""
+        return {"params": state["params"]}, {"model": "nerf_head", "config": self.config}
+
     def summary_images(self, state, batch):
         """Rows: ground truth | render | feature map (first 3 channels) | opacity."""
         n = min(4, batch["image"].shape[0])
@@ -158,8 +163,8 @@ class NerfHeadTask:
         for start in range(0, count, c.eval_batch_size):
             items = [frames[i] for i in range(start, min(count, start + c.eval_batch_size))]
             batch = {k: np.stack([x[k] for x in items]) for k in items[0]}
-            pad = c.eval_batch_size - len(items)     # one compiled shape: repeat the last frame
-            batch = {k: np.concatenate([v, np.repeat(v[-1:], pad, 0)]) for k, v in batch.items()}
+            # one compiled shape: repeat the last frame
+            batch = {k: pad_batch(v, c.eval_batch_size) for k, v in batch.items()}
             image = self.render(state["params"], batch)["image"]
             metrics = _heldout_metrics(image, mean, batch["image"], batch["mask"])
             sums = sums + metrics[:, :len(items)].sum(1)      # on the device: no sync per batch

@@ -13,9 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from data_pipelines import loaders, shards
-from fnevr_jax import losses
+from fnevr_jax import inference, losses, sharding
+from fnevr_jax.data import loaders, shards
 from fnevr_jax.models import build_models, example_inputs, init_variables
+from fnevr_jax.models.blocks import feature_width
 from fnevr_jax.models.pose_editor import PoseEditor, relative_rotation
 from fnevr_jax.pretrained import vgg as vgg_lib
 from fnevr_jax.training import summaries
@@ -67,6 +68,7 @@ class FNeVRTask:
         self.num_steps = t.num_steps if t.num_steps > 0 else t.num_epochs * self.steps_per_epoch
         self.optimizers = {name: self._adam(getattr(t, f"lr_{name}"))
                            for name in ("generator", "kp_detector", "discriminator", "pose_editor")}
+        self._inference_core = None
 
     # ------------------------------------------------------------------------------- data
     def train_data(self, seed):
@@ -105,7 +107,7 @@ class FNeVRTask:
 
     def _feature_width(self):
         g = self.config.generator
-        return min(g.max_features, g.block_expansion * 2**g.num_down_blocks)
+        return feature_width(g.block_expansion, g.max_features, g.num_down_blocks)
 
     @staticmethod
     def _group(params, name):
@@ -247,21 +249,23 @@ class FNeVRTask:
         return {"params": params, "batch_stats": stats, "opt_state": opt_state}, metrics
 
     # ------------------------------------------------------------------------------- outputs
-    def _inference(self, state):
-        kp_vars = {"params": state["params"]["kp_detector"],
-                   "batch_stats": state["batch_stats"]["kp_detector"]}
-        gen_vars = {"params": state["params"]["generator"],
-                    "batch_stats": state["batch_stats"]["generator"]}
-        return kp_vars, gen_vars
+    def export(self, state):
+        """Inference variables (keypoint detector, generator, pose editor) and metadata."""
+        params = {m: state["params"][m] for m in ("kp_detector", "generator", "pose_editor")}
+        batch_stats = {m: state["batch_stats"][m] for m in ("kp_detector", "generator")}
+        return ({"params": params, "batch_stats": batch_stats},
+                {"model": self.config.model, "config": self.config,
+                 "pose_editor_trained": self.use_pose})
 
     def summary_images(self, state, batch):
         """Host-side image grid: source, driving, prediction, render, occlusion, keypoints."""
-        kp_vars, gen_vars = self._inference(state)
+        core = self._core()
+        variables = core.put(inference.inference_variables(self.export(state)[0]))
         n = min(4, batch["source"].shape[0])
         source, driving = batch["source"][:n], batch["driving"][:n]
-        kp_s, kp_d, out = jax.device_get(_animate_pair(
-            self.models["kp_detector"], self.models["generator"], kp_vars, gen_vars, source,
-            driving))
+        kp_s, kp_d = core.keypoints(variables, source), core.keypoints(variables, driving)
+        out = core.generate(variables, source, kp_s, kp_d)
+        kp_s, kp_d, out = jax.device_get((kp_s, kp_d, out))
         return {"samples": summaries.sample_grid(source, driving, kp_s, kp_d, out)}
 
     def evaluate(self, state, process_index=0, process_count=1):
@@ -274,30 +278,24 @@ class FNeVRTask:
         clips = loaders.eval_clips(c.data.dir, split=c.data.eval_split, max_frames=c.data.eval_frames,
                                    size=c.image_size, process_index=process_index,
                                    process_count=process_count)
-        kp_vars, gen_vars = self._inference(state)
+        core = self._core()
+        variables = core.put(inference.inference_variables(self.export(state)[0]))
         count = min(len(clips), max(1, c.data.eval_clips // process_count))
         sums = jnp.zeros(2)                              # on the device: no sync per clip
         for i in range(count):
-            sums = sums + jnp.stack(_reconstruct(self.models["kp_detector"], self.models["generator"],
-                                                 kp_vars, gen_vars, jnp.asarray(clips[i]["video"])))
+            video = clips[i]["video"]
+            source = video[:1]
+            prediction = core.animate(variables, source, video, core.keypoints(variables, source),
+                                      relative=False)
+            sums = sums + jnp.stack([jnp.mean(jnp.abs(prediction - video)),
+                                     jnp.mean(jnp.abs(source - video))])
         l1, copy = np.asarray(sums, np.float64)
         return {"l1": l1, "l1_copy_source": copy, "count": float(count)}
 
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _animate_pair(kp_detector, generator, kp_vars, gen_vars, source, driving):
-    """Keypoints of both frames and the generator's outputs, in evaluation mode."""
-    kp_s, kp_d = kp_detector.apply(kp_vars, source), kp_detector.apply(kp_vars, driving)
-    out = generator.apply(gen_vars, source, kp_s, kp_d)
-    return kp_s, kp_d, {k: out[k] for k in ("prediction", "render", "occlusion_map") if k in out}
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _reconstruct(kp_detector, generator, kp_vars, gen_vars, video):
-    source = jnp.broadcast_to(video[:1], video.shape)
-    kp_s = kp_detector.apply(kp_vars, video[:1])
-    kp_s = jax.tree.map(lambda a: jnp.broadcast_to(a, (video.shape[0],) + a.shape[1:]), kp_s)
-    kp_d = kp_detector.apply(kp_vars, video)
-    pred = generator.apply(gen_vars, source, kp_s, kp_d)["prediction"]
-    return jnp.mean(jnp.abs(pred - video)), jnp.mean(jnp.abs(source - video))
-
+    def _core(self):
+        """The inference core (`fnevr_jax.inference`) for summaries and evaluation, on this
+        process's devices (each process evaluates its own share of the clips)."""
+        if self._inference_core is None:
+            self._inference_core = inference.Core(
+                self.config, mesh=sharding.make_mesh(jax.local_devices()))
+        return self._inference_core

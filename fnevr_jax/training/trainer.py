@@ -1,9 +1,9 @@
 """The model-agnostic training loop: mesh, sharded jitted steps, orbax checkpoints, summaries.
 
-A task (e.g. `FNeVRTask`) supplies the data, the initial state, the pure step
-`(state, batch, rng, frozen) -> (state, metrics)` (`frozen`: the task's fixed pretrained
-weights, passed as an argument rather than baked into the program), summary images and an
-evaluation; this module runs
+A task (`tasks.Task`, named by `config.task`) supplies the data, the initial state, the pure
+step `(state, batch, rng, frozen) -> (state, metrics)` (`frozen`: the task's fixed pretrained
+weights, passed as an argument rather than baked into the program), summary images, an
+evaluation and its inference export, saved beside each checkpoint; this module runs
 it on a `Mesh` over every device of every process: the batch is sharded over the `data` axis,
 the state is replicated, and the step is one `jax.jit` with explicit shardings that donates
 the old state. Everything the run needs to continue (state, step, data-iterator position)
@@ -24,28 +24,15 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
-from data_pipelines import loaders
-
+from fnevr_jax import checkpoint_io, sharding
+from fnevr_jax.data import loaders
+from fnevr_jax.training import tasks
 
 FAST_COMPILE = {"xla_backend_optimization_level": 0}  # for programs that run once
 
 
 class TrainingError(RuntimeError):
     """The run cannot go on: a non-finite loss, or a checkpoint that does not fit the config."""
-
-
-def make_mesh(devices=None):
-    """A 1D `data` mesh over all devices of all processes (automatic sharding semantics)."""
-    devices = np.asarray(devices if devices is not None else jax.devices())
-    return jax.sharding.Mesh(devices, ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-
-
-def get_task(config):
-    if config.get("task", "fnevr") == "nerf_head":
-        from fnevr_jax.nerf_head.task import NerfHeadTask
-        return NerfHeadTask(config)
-    from fnevr_jax.training.fnevr_task import FNeVRTask
-    return FNeVRTask(config)
 
 
 def _wrap_step(task, metric_names):
@@ -103,10 +90,10 @@ def train_and_evaluate(config, workdir, task=None):
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0
-    task = task or get_task(config)
+    task = task or tasks.get_task(config)
 
     # ----------------------------------------------------------------------- mesh, data, state
-    mesh = make_mesh()
+    mesh = sharding.make_mesh()
     if config.train.batch_size % mesh.size:
         raise TrainingError(f"batch size {config.train.batch_size} is not divisible by the "
                             f"{mesh.size} devices; set --config.train.batch_size")
@@ -130,7 +117,7 @@ def train_and_evaluate(config, workdir, task=None):
     options = ocp.CheckpointManagerOptions(
         max_to_keep=config.log.keep_checkpoints, create=True,
         save_interval_steps=1, enable_async_checkpointing=True)
-    manager = ocp.CheckpointManager(workdir / "checkpoints", options=options)
+    manager = ocp.CheckpointManager(checkpoint_io.checkpoints_dir(workdir), options=options)
     start = 0
     if manager.latest_step() is not None:
         start = manager.latest_step()
@@ -175,8 +162,11 @@ def train_and_evaluate(config, workdir, task=None):
 
     def save(step, state):
         check_health(state)
+        variables, metadata = task.export(state["task"])
         manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter)),
+            state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter),
+            **checkpoint_io.export_args(variables, {**metadata, "step": step,
+                                                    "config": _config_json(metadata["config"])})),
             force=True)
 
     # ----------------------------------------------------------------------- loop

@@ -18,7 +18,6 @@ Writes, beside this script:
 It also writes the state dict as HeadNeRF's checkpoint with `tests/torch_writer.py` (numpy
 only) and checks that torch.load returns it exactly.
 """
-import argparse
 import copy
 import json
 import pathlib
@@ -30,6 +29,7 @@ import torch
 
 HERE = pathlib.Path(__file__).parent
 sys.path.insert(0, str(HERE.parents[1]))
+from fnevr_jax import cli  # noqa: E402
 from fnevr_jax.parity import fixture_state_dict  # noqa: E402
 from tests.torch_writer import save_torch_file  # noqa: E402
 
@@ -81,7 +81,7 @@ def run(net_cls, opt_cls, state, para, data, dtype):
 
 
 def main():
-    parser = argparse.ArgumentParser()
+    parser = cli.ArgumentParser()
     parser.add_argument("--headnerf", required=True, help="a checkout of CrisHY1995/headnerf")
     parser.add_argument("--fixture", required=True, help="the shared headnerf_seed7.npz")
     args = parser.parse_args()

@@ -27,7 +27,7 @@ import cv2
 import grain
 import numpy as np
 
-from data_pipelines import shards
+from fnevr_jax.data import shards
 
 FRAME_FIELDS = ("face_box", "landmarks", "pose", "intrinsics", "extrinsics", "identity_code",
                 "expression_code", "mask")

@@ -32,7 +32,7 @@ exist, and every clip of a dataset has the same ones):
   mesh for real video; head surface points for the synthetic heads.
 - ``pose`` (T, 3) float32: yaw, pitch, roll in radians. The head frame has x to the image
   right, y up and z out of the face; the head rotation is ``Rz(roll) @ Ry(yaw) @ Rx(pitch)``
-  (see ``euler_to_matrix``), and a head point ``p`` lies at ``diag(1,-1,-1) @ R @ p + t`` in
+  (see ``fnevr_jax.ops.rotations.pose_to_matrix``), and a head point ``p`` lies at ``diag(1,-1,-1) @ R @ p + t`` in
   OpenCV camera coordinates (x right, y down, z forward).
 - ``mask`` (T encoded single-channel PNGs): the foreground (head, hair, neck) mask, 255 inside.
 - ``intrinsics`` (T, 3, 3) float32: the pinhole matrix K in pixels of the stored frame.
@@ -68,27 +68,6 @@ class DatasetError(ValueError):
 
 def shard_name(split: str, index: int, count: int) -> str:
     return f"{split}-{index:05d}-of-{count:05d}.array_record"
-
-
-def euler_to_matrix(yaw, pitch, roll) -> np.ndarray:
-    """Head rotation ``Rz(roll) @ Ry(yaw) @ Rx(pitch)`` (the ``pose`` field), shape (..., 3, 3)."""
-    yaw, pitch, roll = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (yaw, pitch, roll)))
-    cy, sy, cp, sp, cr, sr = (np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch),
-                              np.cos(roll), np.sin(roll))
-    one, zero = np.ones_like(yaw), np.zeros_like(yaw)
-    rx = np.stack([one, zero, zero, zero, cp, -sp, zero, sp, cp], -1).reshape(yaw.shape + (3, 3))
-    ry = np.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], -1).reshape(yaw.shape + (3, 3))
-    rz = np.stack([cr, -sr, zero, sr, cr, zero, zero, zero, one], -1).reshape(yaw.shape + (3, 3))
-    return rz @ ry @ rx
-
-
-def matrix_to_euler(rot) -> np.ndarray:
-    """Inverse of ``euler_to_matrix``: (..., 3, 3) to (..., 3) yaw, pitch, roll."""
-    rot = np.asarray(rot, np.float64)
-    yaw = np.arcsin(np.clip(-rot[..., 2, 0], -1.0, 1.0))
-    pitch = np.arctan2(rot[..., 2, 1], rot[..., 2, 2])
-    roll = np.arctan2(rot[..., 1, 0], rot[..., 0, 0])
-    return np.stack([yaw, pitch, roll], -1)
 
 
 def encode_image(image: np.ndarray, encoding: str = "png", quality: int = 95) -> bytes:

@@ -1,0 +1,1 @@
+"""Dataset formats and loaders: the ArrayRecord shard format (`shards`) and grain pipelines (`loaders`)."""
