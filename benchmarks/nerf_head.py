@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from configs import nerf_head as nerf_head_config
 from fnevr_jax import cli
-from fnevr_jax.models import nerf_head
+from fnevr_jax.nerf_head import network
 from fnevr_jax.nerf_head import fit, losses
 
 
@@ -29,12 +29,12 @@ def _time(fn, repeats):
 
 
 def render_fps(config, output_size, repeats):
-    model = nerf_head.from_config(config.model, output_size=output_size)
-    params = nerf_head.init_params(model, jax.random.PRNGKey(0))
+    model = network.from_config(config.model, output_size=output_size)
+    params = network.init_params(model, jax.random.PRNGKey(0))
     z_id, beta = jnp.zeros((1, model.id_dim)), jnp.zeros((1, model.expr_dim))
-    intrinsics, cam = nerf_head.default_camera(1, output_size, config.camera.focal_scale,
+    intrinsics, cam = network.default_camera(1, output_size, config.camera.focal_scale,
                                                config.camera.distance)
-    render = nerf_head.make_render_fn(model)
+    render = network.make_render_fn(model)
     seconds = _time(lambda: render(params, z_id, beta, intrinsics, cam)["image"], repeats)
     return 1.0 / seconds
 
@@ -42,8 +42,8 @@ def render_fps(config, output_size, repeats):
 def fit_seconds_per_300(config, iters, feature):
     config = config.copy_and_resolve_references()
     config.fit.num_iters = iters
-    model = nerf_head.from_config(config.model)
-    params = nerf_head.init_params(model, jax.random.PRNGKey(0))
+    model = network.from_config(config.model)
+    params = network.init_params(model, jax.random.PRNGKey(0))
     problem = fit.synthetic_problem(model, params, jax.random.PRNGKey(1), config.camera)
     feature_apply, feature_params = feature
     fit_fn = fit.make_fit_fn(model, config.loss, config.fit, feature_apply)

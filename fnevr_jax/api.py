@@ -28,7 +28,8 @@ import numpy as np
 
 from fnevr_jax import checkpoint_io, cli, inference, loader, media, torch_io
 from fnevr_jax.convert import ConversionError
-from fnevr_jax.models import MODELS, nerf_head
+from fnevr_jax.models import MODELS
+from fnevr_jax.nerf_head import network
 
 POSE_HELP = ("only training checkpoints (a train.py --workdir) have one; official, parity and "
              "converted checkpoints do not")
@@ -114,13 +115,13 @@ class HeadModel:
 
     def __init__(self, params, config, dtype=np.float32):
         self.config = config
-        self.model = nerf_head.from_config(config.model)
+        self.model = network.from_config(config.model)
         self.dtype = np.dtype(dtype)
         if jnp.zeros((), self.dtype).dtype != self.dtype:
             raise AnimatorError(f"JAX computes {self.dtype} as {jnp.zeros((), self.dtype).dtype}:"
                                 " render float64 inside `with jax.enable_x64(True):`")
         self.params = jax.device_put(jax.tree.map(lambda v: np.asarray(v, self.dtype), params))
-        self._render = nerf_head.make_render_fn(self.model, render_background=True)
+        self._render = network.make_render_fn(self.model, render_background=True)
 
     def _array(self, value, name, shape):
         value = np.asarray(value, self.dtype)

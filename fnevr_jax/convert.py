@@ -31,7 +31,7 @@ from configs import fnevr as fnevr_configs
 from configs import nerf_head as nerf_head_configs
 from fnevr_jax import checkpoint_io, cli, torch_io
 from fnevr_jax.models import init_variables
-from fnevr_jax.models import nerf_head
+from fnevr_jax.nerf_head import network
 from fnevr_jax.ops import anti_alias_kernel
 from fnevr_jax.parity import fixture_state_dict
 
@@ -217,8 +217,8 @@ def from_headnerf_state_dict(state_dict, config):
     """Flax variables {"params": ...} of the NeRF head model (`headnerf` config) from HeadNeRF's
     `check_dict["net"]`. Raises ConversionError listing every missing, unexpected or mis-shaped
     key."""
-    model = nerf_head.from_config(config.model)
-    template = jax.eval_shape(lambda: nerf_head.init_params(model, jax.random.key(0)))
+    model = network.from_config(config.model)
+    template = jax.eval_shape(lambda: network.init_params(model, jax.random.key(0)))
     expected = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(template)[0]:
         path = tuple(k.key for k in path)

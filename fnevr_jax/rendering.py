@@ -13,7 +13,7 @@ from fnevr_jax.ops.rotations import euler_to_matrix
 
 HIGHEST = jax.lax.Precision.HIGHEST
 POSENC_FORMS = ("paper", "headnerf")
-TRANSMITTANCE_FORMS = ("exp", "cumprod")
+TRANSMITTANCE_FORMS = ("exp", "cumprod", "inclusive")
 
 
 @flax.struct.dataclass
@@ -124,17 +124,21 @@ def positional_encoding(x, num_freqs, form="paper"):
 
 
 def compute_weights(sigma, deltas, form="exp"):
-    """Discrete eq. 7 over the last axis: alpha, exclusive transmittance and weights.
+    """Discrete eq. 7 over the last axis: alpha, transmittance and weights w_i = T_i alpha_i.
 
-    alpha_i = 1 - exp(-sigma_i delta_i), w_i = T_i alpha_i. form "exp":
-    T_i = exp(-sum_{j<i} sigma_j delta_j), so sum_i w_i = 1 - T_{S} <= 1; form "cumprod":
-    HeadNeRF's T_i = prod_{j<i} (1 - alpha_j + 1e-10) (`CalcRayColor._calc_weight`).
+    alpha_i = 1 - exp(-sigma_i delta_i). form "exp": T_i = exp(-sum_{j<i} sigma_j delta_j), so
+    sum_i w_i = 1 - T_{S} <= 1; form "cumprod": HeadNeRF's T_i = prod_{j<i} (1 - alpha_j +
+    1e-10) (`CalcRayColor._calc_weight`); form "inclusive": FNeVR's official FVR compositing
+    (FNeVR eq. 9 as coded), T_i = exp(-sum_{j<=i} sigma_j delta_j), the sample's own density
+    included.
     """
     if form not in TRANSMITTANCE_FORMS:
         raise ValueError(f"transmittance form {form!r} not in {TRANSMITTANCE_FORMS}")
     tau = sigma * deltas
     alpha = 1.0 - jnp.exp(-tau)
-    if form == "exp":
+    if form == "inclusive":
+        transmittance = jnp.exp(-jnp.cumsum(tau, axis=-1))
+    elif form == "exp":
         cum = jnp.cumsum(tau, axis=-1)
         exclusive = jnp.concatenate([jnp.zeros_like(cum[..., :1]), cum[..., :-1]], -1)
         transmittance = jnp.exp(-exclusive)

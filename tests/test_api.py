@@ -114,13 +114,13 @@ def test_load_head_model_renders_the_paper_variant_from_export_and_workdir(tmp_p
 
     from configs import nerf_head as nerf_head_configs
     from fnevr_jax.api import load_head_model
-    from fnevr_jax.models import nerf_head
+    from fnevr_jax.nerf_head import network
 
     config = nerf_head_configs.get_config("quick")
     config.model.update(feature_size=4, output_size=8, feature_channels=8, num_samples=6,
                         mlp_width=16, mlp_depth=2, mlp_skip_layer=1, renderer_min_channels=4)
-    model = nerf_head.from_config(config.model)
-    params = nerf_head.init_params(model, jax.random.key(0))
+    model = network.from_config(config.model)
+    params = network.init_params(model, jax.random.key(0))
     checkpoint_io.save_variables(tmp_path / "export", {"params": params},
                                  {"model": "nerf_head", "config": config.to_dict()})
     workdir = tmp_path / "workdir"
@@ -135,8 +135,8 @@ def test_load_head_model_renders_the_paper_variant_from_export_and_workdir(tmp_p
     rng = np.random.default_rng(0)
     z_id = rng.standard_normal((2, 16)).astype(np.float32)
     beta = rng.standard_normal((2, 6)).astype(np.float32)
-    intrinsics, cam = nerf_head.default_camera(2, 8, 2.0, 6.0)
-    expected = nerf_head.make_render_fn(model, render_background=True)(
+    intrinsics, cam = network.default_camera(2, 8, 2.0, 6.0)
+    expected = network.make_render_fn(model, render_background=True)(
         params, z_id, beta, intrinsics, cam)
     inv_inmats = np.linalg.inv(np.asarray(intrinsics) * [[[0.5], [0.5], [1.0]]])
     for source in (tmp_path / "export", workdir):

@@ -7,7 +7,7 @@ import numpy as np
 
 from configs import nerf_head as nerf_head_config
 from fnevr_jax import rendering
-from fnevr_jax.models import nerf_head
+from fnevr_jax.nerf_head import network
 from fnevr_jax.nerf_head import fit
 
 TINY = dict(feature_size=8, feature_channels=16, output_size=32, num_samples=16, id_dim=8,
@@ -21,8 +21,8 @@ def test_fitting_recovers_codes_and_lowers_error():
     config.fit.lr_id = config.fit.lr_expr = 0.05   # the synthetic codes are O(1)
     # The regularisers pull toward the start, which here is the perturbation itself.
     config.fit.reg_id = config.fit.reg_expr = config.fit.reg_camera = 0.0
-    model = nerf_head.from_config(config.model, **TINY)
-    params = nerf_head.init_params(model, jax.random.PRNGKey(0))
+    model = network.from_config(config.model, **TINY)
+    params = network.init_params(model, jax.random.PRNGKey(0))
     problem = fit.synthetic_problem(model, params, jax.random.PRNGKey(1), config.camera,
                                     code_noise=0.5, pose_noise=0.02)
     offsets, history = fit.make_fit_fn(model, config.loss, config.fit)(
@@ -31,7 +31,7 @@ def test_fitting_recovers_codes_and_lowers_error():
     assert history.shape == (config.fit.num_iters,)
     z_id, beta, cam, _ = fit.apply_offsets(offsets, problem["z_id"], problem["beta"],
                                            problem["cam_to_world"])
-    render = nerf_head.make_render_fn(model)
+    render = network.make_render_fn(model)
     before = render(params, problem["z_id"], problem["beta"], problem["intrinsics"],
                     problem["cam_to_world"])["image"]
     after = render(params, z_id, beta, problem["intrinsics"], cam)["image"]
@@ -59,8 +59,8 @@ def test_fitting_in_headnerf_mode_recovers_codes_appearance_and_camera():
     config.fit.lr_id = config.fit.lr_expr = config.fit.lr_appearance = 0.2
     config.fit.reg_id = config.fit.reg_expr = config.fit.reg_appearance = 0.0
     config.fit.reg_camera = 0.0
-    model = nerf_head.from_config(config.model, **TINY, appearance_dim=6)
-    params = nerf_head.init_params(model, jax.random.PRNGKey(0))
+    model = network.from_config(config.model, **TINY, appearance_dim=6)
+    params = network.init_params(model, jax.random.PRNGKey(0))
     # A positive density bias puts the head in the slab (relu density: a random init may be
     # empty everywhere, leaving nothing to fit).
     params["mlp"]["density"]["bias"] = jnp.full((1,), 1.0)
@@ -82,7 +82,7 @@ def test_fitting_in_headnerf_mode_recovers_codes_appearance_and_camera():
     appearance_after = float(jnp.sqrt(jnp.mean((appearance - problem["appearance_true"]) ** 2)))
     cam_before = float(jnp.abs(problem["cam_to_world"] - problem["cam_to_world_true"]).max())
     cam_after = float(jnp.abs(cam - problem["cam_to_world_true"]).max())
-    render = nerf_head.make_render_fn(model)
+    render = network.make_render_fn(model)
     before = render(params, problem["z_id"], problem["beta"], problem["intrinsics"],
                     problem["cam_to_world"], appearance=problem["appearance"])["image"]
     after = render(params, z_id, beta, problem["intrinsics"], cam, appearance=appearance)["image"]
@@ -145,8 +145,8 @@ def test_fit_command_line_image_checkpoint_and_codes(tmp_path):
     config.model.update(TINY)
     config.loss.perceptual_weight = 0.0
     config.fit.num_iters = 10
-    model = nerf_head.from_config(config.model)
-    params = nerf_head.init_params(model, jax.random.PRNGKey(0))
+    model = network.from_config(config.model)
+    params = network.init_params(model, jax.random.PRNGKey(0))
     checkpoint_io.save_variables(tmp_path / "model", {"params": params},
                                  {"model": "nerf_head", "config": config.to_dict()})
     problem = fit.synthetic_problem(model, params, jax.random.PRNGKey(1), config.camera)

@@ -7,7 +7,7 @@ import pytest
 
 from configs import nerf_head as nerf_head_config
 from fnevr_jax.metrics import image as image_metrics
-from fnevr_jax.models import nerf_head
+from fnevr_jax.nerf_head import network
 from fnevr_jax.nerf_head import losses
 
 TINY = dict(feature_size=8, feature_channels=16, output_size=32, num_samples=12, id_dim=8,
@@ -19,7 +19,7 @@ def _inputs(model, batch, seed=0):
     k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
     z_id = jax.random.normal(k1, (batch, model.id_dim))
     beta = jax.random.normal(k2, (batch, model.expr_dim))
-    intrinsics, cam = nerf_head.default_camera(batch, model.output_size, 2.0, 6.2)
+    intrinsics, cam = network.default_camera(batch, model.output_size, 2.0, 6.2)
     return z_id, beta, intrinsics, cam
 
 
@@ -27,7 +27,7 @@ def test_split_dense_equals_dense_on_concatenation():
     k = jax.random.split(jax.random.PRNGKey(0), 3)
     pos = jax.random.normal(k[0], (2, 3, 5, 7, 10))
     codes = jax.random.normal(k[1], (2, 1, 1, 1, 6))
-    layer = nerf_head.SplitDense(9)
+    layer = network.SplitDense(9)
     params = jax.jit(layer.init)(k[2], pos, codes)
     full = jnp.concatenate([pos, jnp.broadcast_to(codes, pos.shape[:-1] + (6,))], -1)
     expected = full @ params["params"]["kernel"] + params["params"]["bias"]
@@ -37,9 +37,9 @@ def test_split_dense_equals_dense_on_concatenation():
 
 
 def test_per_image_codes_equal_naive_concatenation():
-    model = nerf_head.NeRFHead(**TINY)
-    naive = nerf_head.NeRFHead(**TINY, per_image_codes=False)
-    params = nerf_head.init_params(model, jax.random.PRNGKey(1))
+    model = network.NeRFHead(**TINY)
+    naive = network.NeRFHead(**TINY, per_image_codes=False)
+    params = network.init_params(model, jax.random.PRNGKey(1))
     args = _inputs(model, 2)
     fast = jax.jit(model.apply)({"params": params}, *args)
     slow = jax.jit(naive.apply)({"params": params}, *args)
@@ -50,10 +50,10 @@ def test_per_image_codes_equal_naive_concatenation():
 
 def test_quick_render_shapes_and_range():
     config = nerf_head_config.get_config("quick")
-    model = nerf_head.from_config(config.model)
-    params = nerf_head.init_params(model, jax.random.PRNGKey(0))
+    model = network.from_config(config.model)
+    params = network.init_params(model, jax.random.PRNGKey(0))
     z_id, beta, intrinsics, cam = _inputs(model, 2)
-    out = nerf_head.make_render_fn(model, render_background=True)(params, z_id, beta,
+    out = network.make_render_fn(model, render_background=True)(params, z_id, beta,
                                                                   intrinsics, cam)
     s, f, c = config.model.output_size, config.model.feature_size, config.model.feature_channels
     assert out["image"].shape == (2, s, s, 3)
@@ -65,7 +65,7 @@ def test_quick_render_shapes_and_range():
     assert bool(jnp.all(jnp.isfinite(out["depth"])))
     # Different codes give different images; evaluation is deterministic, training is not.
     assert float(jnp.abs(out["image"][0] - out["image"][1]).max()) > 1e-4
-    train = nerf_head.make_render_fn(model, randomized=True)
+    train = network.make_render_fn(model, randomized=True)
     a = train(params, z_id, beta, intrinsics, cam, jax.random.PRNGKey(3))["image"]
     b = train(params, z_id, beta, intrinsics, cam, jax.random.PRNGKey(4))["image"]
     a2 = train(params, z_id, beta, intrinsics, cam, jax.random.PRNGKey(3))["image"]
@@ -78,16 +78,16 @@ def test_paper512_config():
     m = config.model
     assert (m.feature_size, m.feature_channels, m.output_size, m.num_samples) == (32, 512, 512, 64)
     assert (m.id_dim, m.expr_dim) == (512, 46)
-    assert nerf_head.from_config(m).num_units == 4
+    assert network.from_config(m).num_units == 4
     assert config.loss.perceptual_weight == 10.0
     with pytest.raises(ValueError):
         nerf_head_config.get_config("nope")
 
 
 def test_remat_matches_plain():
-    model = nerf_head.NeRFHead(**TINY)
-    remat = nerf_head.NeRFHead(**{**TINY, "remat": True})
-    params = nerf_head.init_params(model, jax.random.PRNGKey(2))
+    model = network.NeRFHead(**TINY)
+    remat = network.NeRFHead(**{**TINY, "remat": True})
+    params = network.init_params(model, jax.random.PRNGKey(2))
     args = _inputs(model, 1)
 
     def loss(m, p):
@@ -155,13 +155,13 @@ def test_metrics():
 def test_config_dims_reach_the_model():
     config = ml_collections.ConfigDict(nerf_head_config.get_config("quick").model.to_dict())
     config.id_dim, config.expr_dim = 100, 79
-    model = nerf_head.from_config(config, output_size=32, feature_size=8)
-    params = jax.eval_shape(lambda key: nerf_head.init_params(model, key),
+    model = network.from_config(config, output_size=32, feature_size=8)
+    params = jax.eval_shape(lambda key: network.init_params(model, key),
                             jax.random.PRNGKey(0))
     assert params["mlp"]["trunk_0"]["kernel"].shape[0] == 100 + 79 + 3 * 2 * model.xyz_freqs
-    headnerf = nerf_head.from_config(config, output_size=32, feature_size=8,
+    headnerf = network.from_config(config, output_size=32, feature_size=8,
                                      posenc_form="headnerf")
-    params = jax.eval_shape(lambda key: nerf_head.init_params(headnerf, key),
+    params = jax.eval_shape(lambda key: network.init_params(headnerf, key),
                             jax.random.PRNGKey(0))
     assert params["mlp"]["trunk_0"]["kernel"].shape[0] == 100 + 79 + 3 + 3 * 2 * model.xyz_freqs
     assert params["mlp"]["feature"]["kernel"].shape[0] == (
@@ -172,7 +172,7 @@ def test_feature_output_after_compositing_equals_per_sample_layer():
     k = jax.random.split(jax.random.PRNGKey(0), 3)
     hidden = jax.random.normal(k[0], (2, 3, 7, 5))
     weights = jax.nn.softmax(jax.random.normal(k[1], (2, 3, 7)), -1) * 0.8
-    layer = nerf_head.FeatureOutput(4)
+    layer = network.FeatureOutput(4)
     composited = jnp.einsum("...s,...sc->...c", weights, hidden)
     acc = weights.sum(-1)
     params = jax.jit(layer.init)(k[2], composited, acc)["params"]
@@ -185,12 +185,12 @@ def test_feature_output_after_compositing_equals_per_sample_layer():
 
 def test_density_activations():
     """relu(raw) (HeadNeRF) or softplus(raw - 1) (mip-NeRF) of the same density layer."""
-    mlp = nerf_head.ConditionalNeRFMLP(width=16, depth=2, skip_layer=1)
+    mlp = network.ConditionalNeRFMLP(width=16, depth=2, skip_layer=1)
     pos, codes, dirs = (jax.random.normal(jax.random.PRNGKey(i), s)
                         for i, s in enumerate([(2, 5, 12), (2, 1, 4), (2, 1, 6)]))
     params = mlp.init(jax.random.PRNGKey(3), pos, codes, dirs)
     relu = mlp.apply(params, pos, codes, dirs)[0]
-    soft = nerf_head.ConditionalNeRFMLP(16, 2, 1, density_activation="softplus").apply(
+    soft = network.ConditionalNeRFMLP(16, 2, 1, density_activation="softplus").apply(
         params, pos, codes, dirs)[0]
     # Recover the pre-activation where relu kept it and compare softplus(raw - 1) there.
     kept = np.asarray(relu) > 0
@@ -199,14 +199,14 @@ def test_density_activations():
                                np.asarray(jax.nn.softplus(relu - 1.0))[kept], rtol=1e-5)
     assert (np.asarray(soft) > 0).all()
     with pytest.raises(ValueError, match="density_activation 'elu'"):
-        nerf_head.ConditionalNeRFMLP(16, 2, 1, density_activation="elu").apply(
+        network.ConditionalNeRFMLP(16, 2, 1, density_activation="elu").apply(
             params, pos, codes, dirs)
 
 
 def test_pixel_shuffle_is_torchs():
     """out[c, 2h + i, 2w + j] = in[4c + 2i + j, h, w] (torch.nn.functional.pixel_shuffle)."""
     x = np.arange(2 * 3 * 5 * 8, dtype=np.float32).reshape(2, 3, 5, 8)  # NHWC, C = 8
-    out = np.asarray(nerf_head.pixel_shuffle(jnp.asarray(x)))
+    out = np.asarray(network.pixel_shuffle(jnp.asarray(x)))
     assert out.shape == (2, 6, 10, 2)
     for c, i, j in np.ndindex(2, 2, 2):
         np.testing.assert_array_equal(out[:, i::2, j::2, c], x[..., 4 * c + 2 * i + j])
@@ -214,7 +214,7 @@ def test_pixel_shuffle_is_torchs():
 
 def test_headnerf_renderer_layout():
     """HeadNeRF's renderer: 1x1 convs, PixelShuffle blocks keeping C, channels halved to 32."""
-    renderer = nerf_head.NeuralRenderer(num_units=2, min_channels=4, style="headnerf")
+    renderer = network.NeuralRenderer(num_units=2, min_channels=4, style="headnerf")
     params = jax.eval_shape(renderer.init, jax.random.PRNGKey(0),
                             jnp.zeros((1, 4, 4, 16)))["params"]
     assert params["upsample_0"]["layer_1"]["kernel"].shape == (1, 1, 16, 32)
@@ -223,5 +223,5 @@ def test_headnerf_renderer_layout():
     assert params["upsample_1"]["layer_2"]["kernel"].shape == (1, 1, 16, 32)
     assert params["rgb_2"]["kernel"].shape == (1, 1, 4, 3)
     with pytest.raises(ValueError, match="renderer style"):
-        nerf_head.NeuralRenderer(1, style="nearest").init(jax.random.PRNGKey(0),
+        network.NeuralRenderer(1, style="nearest").init(jax.random.PRNGKey(0),
                                                           jnp.zeros((1, 2, 2, 4)))

@@ -8,7 +8,7 @@ import pytest
 from configs import nerf_head as nerf_configs
 from data_pipelines import synthetic
 from fnevr_jax import checkpoint_io
-from fnevr_jax.models import nerf_head
+from fnevr_jax.nerf_head import network
 from fnevr_jax.nerf_head import render
 
 
@@ -18,8 +18,8 @@ def setup(tmp_path_factory):
     synthetic.generate(root / "data", train_clips=2, test_clips=1, identities=2,
                        test_identities=1, frames=4, size=64, points=16, workers=1)
     config = nerf_configs.get_config("quick")
-    model = nerf_head.from_config(config.model)
-    params = nerf_head.init_params(model, jax.random.key(0))
+    model = network.from_config(config.model)
+    params = network.init_params(model, jax.random.key(0))
     # An untrained model renders almost only its background; a positive density bias fills
     # the sampling slab, so the render depends on the camera and the codes.
     params["mlp"]["density"]["bias"] = jnp.full((1,), 2.0)
@@ -47,7 +47,7 @@ def test_orbit_cameras_circle_the_head():
 
 
 def rendering_camera():
-    _, cam = nerf_head.default_camera(1, 64, 2.0, 6.0)
+    _, cam = network.default_camera(1, 64, 2.0, 6.0)
     return cam
 
 
@@ -142,8 +142,8 @@ def test_headnerf_model_orbit_and_interpolate(tmp_path):
     config.headnerf.update(featmap_size=4, featmap_nc=8, pred_img_size=16)
     config.model.update(mlp_width=16, mlp_depth=2, mlp_skip_layer=1, num_samples=8,
                         xyz_freqs=3, renderer_min_channels=4, appearance_dim=5)
-    model = nerf_head.from_config(config.model)
-    params = nerf_head.init_params(model, jax.random.key(0))
+    model = network.from_config(config.model)
+    params = network.init_params(model, jax.random.key(0))
     params["mlp"]["density"]["bias"] = jnp.full((1,), 2.0)
     checkpoint_io.save_variables(tmp_path / "model", {"params": params},
                                  {"model": "nerf_head", "config": config.to_dict()})

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fnevr_jax import rendering
 from fnevr_jax.models.blocks import ResBlock, UpBlock2d, batch_norm, conv, precise
 
 
@@ -80,9 +81,8 @@ def volume_render(color, sigma):
     color [B,H,W,D,C], sigma [B,H,W,D]; s = ReLU(σ), S_i = Σ_{j<=i} s_j (inclusive), δ = 1.
     """
     dtype = precise(sigma.dtype)
-    s = nn.relu(sigma.astype(dtype))
-    weights = jnp.exp(-jnp.cumsum(s, axis=-1)) * (1.0 - jnp.exp(-s))
-    return jnp.sum(weights[..., None] * color.astype(dtype), axis=-2)
+    _, _, weights = rendering.compute_weights(nn.relu(sigma.astype(dtype)), 1.0, "inclusive")
+    return rendering.composite(weights, color.astype(dtype))[0]
 
 
 class FaceVolumeRenderer(nn.Module):

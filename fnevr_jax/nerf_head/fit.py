@@ -34,8 +34,7 @@ import numpy as np
 import optax
 from fnevr_jax import cli, media, rendering
 from fnevr_jax.metrics import image as image_metrics_lib
-from fnevr_jax.models import nerf_head
-from fnevr_jax.nerf_head import losses, render
+from fnevr_jax.nerf_head import losses, network, render
 
 OFFSET_GROUPS = {"id": "id", "expr": "expr", "appearance": "appearance",
                  "euler": "camera", "translation": "camera"}
@@ -142,13 +141,13 @@ def synthetic_problem(model, params, key, camera_config, code_noise=0.5, pose_no
     if model.appearance_dim:
         a_true = jax.random.normal(keys[6], (1, model.appearance_dim))
         a_start = a_true + code_noise * jax.random.normal(keys[7], a_true.shape)
-    intrinsics, cam_start = nerf_head.default_camera(1, model.output_size,
+    intrinsics, cam_start = network.default_camera(1, model.output_size,
                                                      camera_config.focal_scale,
                                                      camera_config.distance)
     cam_true = rendering.apply_pose_delta(
         cam_start, pose_noise * jax.random.normal(keys[2], (1, 3)),
         pose_noise * jax.random.normal(keys[3], (1, 3)))
-    render = nerf_head.make_render_fn(model)
+    render = network.make_render_fn(model)
     target = render(params, z_true, b_true, intrinsics, cam_true, appearance=a_true)["image"]
     return {
         "target": target,
@@ -207,9 +206,9 @@ def _real_problem(config, model, flags):
 
 def run(config, workdir, flags):
     """Fits one image as the command line describes; returns the metrics dict."""
-    model = nerf_head.from_config(config.model)
+    model = network.from_config(config.model)
     if flags.synthetic:
-        params = nerf_head.init_params(model, jax.random.PRNGKey(config.seed))
+        params = network.init_params(model, jax.random.PRNGKey(config.seed))
         problem = synthetic_problem(model, params, jax.random.PRNGKey(config.seed + 1),
                                     config.camera)
     else:
@@ -232,7 +231,7 @@ def run(config, workdir, flags):
     z_id, beta, cam, appearance = apply_offsets(
         offsets, problem["z_id"], problem["beta"], problem["cam_to_world"],
         problem.get("appearance"))
-    render = nerf_head.make_render_fn(model)
+    render = network.make_render_fn(model)
     pred = render(params, z_id, beta, problem["intrinsics"], cam, appearance=appearance)["image"]
     start_pred = render(params, problem["z_id"], problem["beta"], problem["intrinsics"],
                         problem["cam_to_world"], appearance=problem.get("appearance"))["image"]

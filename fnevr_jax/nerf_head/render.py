@@ -36,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fnevr_jax import cli, loader, media, rendering
-from fnevr_jax.models import nerf_head
+from fnevr_jax.nerf_head import network
 from fnevr_jax.nerf_head.task import model_intrinsics
 from fnevr_jax.sharding import pad_batch
 
@@ -56,7 +56,7 @@ def load(checkpoint):
         variables, config, _ = loader.load(path, "nerf_head")
     except loader.LoadError as e:
         raise RenderError(str(e)) from None
-    model = nerf_head.from_config(config.model)
+    model = network.from_config(config.model)
     return config, model, jax.tree.map(jnp.asarray, variables["params"])
 
 
@@ -84,7 +84,7 @@ def load_codes(path, config, model):
         saved = dict(np.load(path)) if path else {}
     except (OSError, ValueError) as e:
         raise RenderError(f"{path}: cannot read the codes ({e})") from None
-    K, cam = nerf_head.default_camera(1, model.output_size, config.camera.focal_scale,
+    K, cam = network.default_camera(1, model.output_size, config.camera.focal_scale,
                                       config.camera.distance)
     defaults = {"z_id": jnp.zeros((1, model.id_dim)), "beta": jnp.zeros((1, model.expr_dim)),
                 "intrinsics": K, "cam_to_world": cam}
@@ -126,7 +126,7 @@ def render_frames(model, params, z_id, beta, intrinsics, cam_to_world, batch_siz
     Each argument has N entries or 1 (shared by every frame); appearance only for models
     with appearance codes (HeadNeRF).
     """
-    render = nerf_head.make_render_fn(model)
+    render = network.make_render_fn(model)
     arrays = (z_id, beta, intrinsics, cam_to_world)
     arrays += () if appearance is None else (appearance,)
     n = max(len(a) for a in arrays)

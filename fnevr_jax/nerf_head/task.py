@@ -16,7 +16,7 @@ import optax
 
 from fnevr_jax.data import loaders, shards
 from fnevr_jax.metrics import image as image_metrics
-from fnevr_jax.models import nerf_head
+from fnevr_jax.nerf_head import network
 from fnevr_jax.nerf_head import losses
 from fnevr_jax.ops import resize_nearest
 from fnevr_jax.sharding import pad_batch
@@ -55,7 +55,7 @@ class NerfHeadTask:
             raise ValueError(f"{c.data.dir} has identity/expression codes of {dims[0]}/{dims[1]} "
                              f"dims, the model takes {c.model.id_dim}/{c.model.expr_dim}; set "
                              "--config.model.id_dim and --config.model.expr_dim")
-        self.model = nerf_head.from_config(c.model)
+        self.model = network.from_config(c.model)
         self.render_background = c.loss.background_weight > 0
         self.feature_apply, self.frozen = None, {}
         if c.loss.perceptual_weight > 0:
@@ -73,7 +73,7 @@ class NerfHeadTask:
             transition_steps=max(1, decay_steps - warmup), decay_rate=t.lr_final / t.lr,
             end_value=t.lr_final)
         self.optimizer = optax.adam(self.schedule, b1=t.adam_b1, b2=t.adam_b2)
-        self._render = nerf_head.make_render_fn(self.model)
+        self._render = network.make_render_fn(self.model)
         self._mean_image = None
 
     # ------------------------------------------------------------------------------- data
@@ -86,7 +86,7 @@ class NerfHeadTask:
 
     # ------------------------------------------------------------------------------- state
     def init_state(self, rng):
-        params = nerf_head.init_params(self.model, rng)
+        params = network.init_params(self.model, rng)
         return {"params": params, "opt_state": self.optimizer.init(params)}
 
     def learning_rates(self, step):
