@@ -48,7 +48,7 @@ class AnimateError(Exception):
 
 
 # --------------------------------------------------------------------------- inputs
-def square_resize(image, size):
+def square_u8(image, size):
     """uint8 centre square of `image` at (size, size): `media.square_resize` (the official
     demo's resize) rounded to 8 bits, the form the video pipeline carries."""
     return media.to_uint8(media.square_resize(image, size))
@@ -167,7 +167,7 @@ def run_video(args, model, source_image, source_box, video, frames_in_memory):
     from fnevr_jax import inference
 
     size = model.config.image_size
-    src_u8 = (square_resize(source_image, size) if source_box is None else
+    src_u8 = (square_u8(source_image, size) if source_box is None else
               _crop(source_image, source_box, size))
     source = src_u8[None].astype(np.float32) / 255
     relative = args.mode == "relative"
@@ -179,7 +179,7 @@ def run_video(args, model, source_image, source_box, video, frames_in_memory):
         boxes = driving_crop_boxes(frames)
     start = 0
     if args.best_frame is not None:
-        small = [_crop(f, b, size) if boxes is not None else square_resize(f, size)
+        small = [_crop(f, b, size) if boxes is not None else square_u8(f, size)
                  for f, b in zip(frames, boxes if boxes is not None else [None] * len(frames))]
         if args.best_frame == "auto":
             src_points, src_found = face_landmarks(src_u8[None], static=True)
@@ -201,7 +201,7 @@ def run_video(args, model, source_image, source_box, video, frames_in_memory):
             batch = []
             for i, frame in enumerate(frames if frames is not None else video):
                 small = (_crop(frame, boxes[i], size) if boxes is not None
-                         else square_resize(frame, size))
+                         else square_u8(frame, size))
                 batch.append((frame, small))
                 if len(batch) == batch_size:
                     decoded.put(batch)
@@ -245,7 +245,7 @@ def run_video(args, model, source_image, source_box, video, frames_in_memory):
     kp_initial, scale = None, 1.0
     if args.mode == "relative" and frames is not None:
         kp_initial, scale = initial(_crop(frames[start], boxes[start], size)
-                                    if boxes is not None else square_resize(frames[start], size))
+                                    if boxes is not None else square_u8(frames[start], size))
     try:
         while (batch := decoded.get()) is not _END:
             if args.mode == "relative" and kp_initial is None:
@@ -293,7 +293,7 @@ def run_pose(args, model, source_image, source_box):
     from fnevr_jax import inference
 
     size = model.config.image_size
-    src_u8 = (square_resize(source_image, size) if source_box is None else
+    src_u8 = (square_u8(source_image, size) if source_box is None else
               _crop(source_image, source_box, size))
     source = src_u8[None].astype(np.float32) / 255
     angles = ([(y, p, 0.0) for p in SWEEP_PITCH for y in SWEEP_YAW] if args.pose_sweep
