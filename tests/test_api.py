@@ -101,7 +101,7 @@ def test_cli_runs_an_image_pair(fomm_dir, data_dir, tmp_path):
     missing = _run("-m", "fnevr_jax.api", "--checkpoint", str(fomm_dir), "--model", "fomm",
                    "--source", str(tmp_path / "none.png"), "--driving",
                    str(data_dir / "driving.png"), "--out", str(tmp_path / "x.png"))
-    assert missing.returncode == 1 and "cannot read image" in missing.stderr
+    assert missing.returncode == 1 and "cannot read the image" in missing.stderr
     assert not (tmp_path / "x.png").exists()
 
 
