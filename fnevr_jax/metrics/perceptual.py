@@ -17,14 +17,16 @@ def lpips(x, y, net="alex"):
 
 @functools.cache
 def _features_fn():
-    network = inception.inception_fn()
+    """The jitted resize + Inception, its weights (on the device) an argument of the program."""
+    model, variables = inception.load_inception()
 
     @jax.jit
-    def features(images):
+    def features(variables, images):
         size = inception.INPUT_SIZE
         x = resize_bilinear(images.astype(np.float32), (size, size))
-        return network(x * 2.0 - 1.0)
-    return features
+        return model.apply(variables, x * 2.0 - 1.0)
+    variables = jax.device_put(variables)
+    return lambda images: features(variables, images)
 
 
 def inception_features(images):

@@ -135,6 +135,8 @@ def load_inception():
 
 @functools.cache
 def inception_fn():
-    """A jitted `f(images) -> (N, 2048)` with the pretrained weights bound (loaded once)."""
+    """`f(images) -> (N, 2048)`: the jitted network, the pretrained weights (kept on the
+    device) passed to it as an argument, not baked into the program."""
     model, variables = load_inception()
-    return jax.jit(functools.partial(model.apply, variables))
+    apply, variables = jax.jit(model.apply), jax.device_put(variables)
+    return lambda images: apply(variables, images)

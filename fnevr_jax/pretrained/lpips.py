@@ -58,8 +58,11 @@ def load_lpips_params(net="alex"):
 
 @functools.cache
 def lpips_fn(net="alex"):
-    """A jitted `f(x, y) -> (N,)` LPIPS with the pretrained weights bound (loaded once)."""
-    return jax.jit(functools.partial(LPIPS(net).apply, load_lpips_params(net)))
+    """`f(x, y) -> (N,)` LPIPS: the jitted network, the pretrained weights (loaded once, kept
+    on the device) passed to it as an argument, not baked into the program."""
+    apply = jax.jit(LPIPS(net).apply)
+    params = jax.device_put(load_lpips_params(net))
+    return lambda x, y: apply(params, x, y)
 
 
 def lpips(x, y, net="alex"):
