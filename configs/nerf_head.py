@@ -56,7 +56,7 @@ def _model(variant, para=None):
     model.mlp_skip_layer = 5          # the trunk input is concatenated into this layer
     model.xyz_freqs = 10
     model.dir_freqs = 4
-    model.posenc_form = "paper"       # "paper": eq. 2 (with pi); "headnerf": no pi, raw input
+    model.posenc_form = "paper"       # "paper": NHM eq. 2 (with pi); "headnerf": no pi, raw input
     model.z_near = 2.5                # sampling slab between world planes z_near and z_far
     model.z_far = -3.5
     model.pixel_offset = 0.5          # rays through pixel centres (0.0: HeadNeRF's corners)
@@ -83,7 +83,7 @@ def _model(variant, para=None):
         # in the background feature map. softplus trains from every init.
         model.density_activation = "softplus"
     model.appearance_dim = 0          # codes of the feature branch (HeadNeRF: 100 + 27)
-    model.view_dirs = True            # gamma(d) into the feature branch (eq. 6)
+    model.view_dirs = True            # gamma(d) into the feature branch (NHM eq. 6)
     model.sample_position = 0.5       # deterministic samples: bin midpoints (0.0: near edges)
     model.transmittance = "exp"       # exp(-cumsum); "cumprod": HeadNeRF's prod(1 - a + 1e-10)
     model.renderer_style = "giraffe"  # paper/GIRAFFE 3x3 convs; "headnerf": PixelShuffle 1x1
@@ -116,10 +116,10 @@ def _camera(variant):
 
 def _loss(variant):
     loss = ml_collections.ConfigDict()
-    loss.photometric_weight = 1.0         # head-masked L1 (eq. 9)
+    loss.photometric_weight = 1.0         # head-masked L1 (NHM eq. 9)
     loss.photometric_distance = "l1"      # "l2": HeadNeRF's head MSE
-    loss.perceptual_weight = 10.0         # lambda (eq. 11, section 4.1)
-    # "l2sq": eq. 10 as the per-layer mean squared difference, summed over the 4 layers (the
+    loss.perceptual_weight = 10.0         # lambda (NHM eq. 11, section 4.1)
+    # "l2sq": NHM eq. 10 as the per-layer mean squared difference, summed over the 4 layers (the
     # paper's normalisation is not given); "l1": HeadNeRF's fitting loss (per-layer mean |.|).
     loss.perceptual_distance = "l2sq"
     loss.perceptual_size = 224            # VGG16 input size (bilinear resize)

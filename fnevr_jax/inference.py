@@ -9,7 +9,7 @@ task's evaluation and summaries all run through it.
 
 Animation follows first-order-model's `demo.py` (`make_animation`, `normalize_kp`): relative
 motion from the first driving frame, the adapt-movement scale from the keypoint hull areas,
-or absolute keypoints, and its best-frame search (`best_frame`); FNeVR's pose editor (eq. 11)
+or absolute keypoints, and its best-frame search (`best_frame`); the pose editor (FNeVR eq. 11)
 can turn the head on top.
 """
 import jax

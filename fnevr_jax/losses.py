@@ -1,7 +1,7 @@
-"""The FNeVR objective (eq. 13): L_P + L_G + L_E + L_R + L_σ + L_editor, as pure functions.
+"""The FNeVR objective (FNeVR eq. 13): L_P + L_G + L_E + L_R + L_σ + L_editor, as pure functions.
 
-L_P, L_G (with feature matching) and L_E are first-order-model's (paper §3.5); L_R is eq. 10,
-L_σ eq. 4-6 and L_editor eq. 12. Images are NHWC in [0, 1].
+L_P, L_G (with feature matching) and L_E are first-order-model's (paper §3.5); L_R is FNeVR eq. 10,
+L_σ FNeVR eq. 4-6 and L_editor FNeVR eq. 12. Images are NHWC in [0, 1].
 """
 import flax.linen as nn
 import jax
@@ -29,7 +29,7 @@ def perceptual_pyramid(generated_features, real_features, layer_weights):
 
 
 def pixel_l1(prediction, target):
-    """mean |prediction - target|: not in the paper's objective (eq. 13); the `quick` config
+    """mean |prediction - target|: not in the paper's objective (FNeVR eq. 13); the `quick` config
     adds it so a first CPU run gets the colours right within minutes."""
     return jnp.mean(jnp.abs(prediction - target))
 
@@ -114,11 +114,11 @@ def equivariance(kp_driving, kp_transformed, transform, value_weight, jacobian_w
 
 
 # ---------------------------------------------------------------------------------------------
-# 3D supervision of the density volume (L_σ, eq. 4-6).
+# 3D supervision of the density volume (L_σ, FNeVR eq. 4-6).
 
 
 def mesh_heatmap(points, weights, shape, variance):
-    """F_m = Σ_i w_i exp(-|x - v_i|² / (2σ)) on the D×H×W grid (eq. 5-6) → [B,D,H,W].
+    """F_m = Σ_i w_i exp(-|x - v_i|² / (2σ)) on the D×H×W grid (FNeVR eq. 5-6) → [B,D,H,W].
 
     points [B,N,3]: x, y in the crop's [-1,1] coordinates (pixel centres at ±1), z the depth
     in [-1,1] along the rays, front (-1) first; weights [B,N]; σ = `variance`. The Gaussian
@@ -135,7 +135,7 @@ def mesh_heatmap(points, weights, shape, variance):
 
 
 def sigma_matching(sigma_map, points, weights, valid, alpha1, alpha2, variance):
-    """L_σ = exp(-α1 ⟨F_σ, F_m⟩) - α2 (eq. 4), averaged over the samples where `valid`.
+    """L_σ = exp(-α1 ⟨F_σ, F_m⟩) - α2 (FNeVR eq. 4), averaged over the samples where `valid`.
 
     sigma_map [B,D,H,W,N_σ] is F_σ; ⟨F_σ, F_m⟩ is the F_m-weighted mean over voxels of the
     channel-mean of ReLU(F_σ), i.e. Σ_x F_m(x) F̄_σ(x) / Σ_x F_m(x), so α1 acts on a scale that
@@ -154,7 +154,7 @@ def sigma_matching(sigma_map, points, weights, valid, alpha1, alpha2, variance):
 
 
 class MeshWeightPredictor(nn.Module):
-    """The small CNN of eq. 6 that predicts the weight w_i ∈ (0, 1) of each mesh point.
+    """The small CNN of FNeVR eq. 6 that predicts the weight w_i ∈ (0, 1) of each mesh point.
 
     It reads the warped feature F_w (aligned with the driving frame) and the points, and
     scores every point from the feature sampled at its (x, y) location.
@@ -172,7 +172,7 @@ class MeshWeightPredictor(nn.Module):
 
 
 def pose_editor_loss(kp_edit, kp_driving, lambda1, lambda2):
-    """L_editor = λ1 L1(p_D, δ_value) + λ2 L1(J_D, δ_Jacobian) (eq. 12)."""
+    """L_editor = λ1 L1(p_D, δ_value) + λ2 L1(J_D, δ_Jacobian) (FNeVR eq. 12)."""
     loss = lambda1 * jnp.mean(jnp.abs(kp_driving["value"] - kp_edit["value"]))
     if "jacobian" in kp_driving:
         loss += lambda2 * jnp.mean(jnp.abs(kp_driving["jacobian"] - kp_edit["jacobian"]))

@@ -82,7 +82,7 @@ def stratified_samples(key, t_near, t_far, num_samples, randomized, position=0.5
     Training (`randomized`, static) draws each sample uniformly inside its bin from `key`;
     evaluation takes the point `position` of the way into each bin (0.5 the midpoint, 0.0 the
     near edge as HeadNeRF's test mode). Returns sample distances [..., S] and bin lengths
-    delta [..., S] (the quadrature weights of eq. 7).
+    delta [..., S] (the quadrature weights of NHM eq. 7).
     """
     fractions = jnp.linspace(0.0, 1.0, num_samples + 1, dtype=t_near.dtype)
     edges = t_near[..., None] + (t_far - t_near)[..., None] * fractions
@@ -107,7 +107,7 @@ def posenc_size(dims, num_freqs, form="paper"):
 def positional_encoding(x, num_freqs, form="paper"):
     """gamma(p) per coordinate, interleaved per frequency: [sin(f0 x), cos(f0 x), sin(f1 x), ...].
 
-    form "paper": eq. 2, f_k = 2^k pi, raw input not included. form "headnerf": f_k = 2^k
+    form "paper": NHM eq. 2, f_k = 2^k pi, raw input not included. form "headnerf": f_k = 2^k
     (no pi) with the raw input first, the layout of HeadNeRF's `Embedder`.
     """
     if form not in POSENC_FORMS:
@@ -124,7 +124,7 @@ def positional_encoding(x, num_freqs, form="paper"):
 
 
 def compute_weights(sigma, deltas, form="exp"):
-    """Discrete eq. 7 over the last axis: alpha, transmittance and weights w_i = T_i alpha_i.
+    """Discrete NHM eq. 7 over the last axis: alpha, transmittance and weights w_i = T_i alpha_i.
 
     alpha_i = 1 - exp(-sigma_i delta_i). form "exp": T_i = exp(-sum_{j<i} sigma_j delta_j), so
     sum_i w_i = 1 - T_{S} <= 1; form "cumprod": HeadNeRF's T_i = prod_{j<i} (1 - alpha_j +
@@ -150,7 +150,7 @@ def compute_weights(sigma, deltas, form="exp"):
 
 
 def composite(weights, values, background=None):
-    """Integrates per-sample `values` [..., S, C] with `weights` [..., S] (eq. 7).
+    """Integrates per-sample `values` [..., S, C] with `weights` [..., S] (NHM eq. 7).
 
     Returns (sum_i w_i v_i + (1 - acc) background, acc), acc = sum_i w_i the opacity.
     """

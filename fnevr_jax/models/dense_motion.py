@@ -1,4 +1,4 @@
-"""Dense motion network (FNeVR §3.1, eq. 1-2, from FOMM): masks M_k, flow T̂ and occlusion O."""
+"""Dense motion network (FNeVR eq. 1-2, §3.1, from FOMM): masks M_k, flow T̂ and occlusion O."""
 from typing import Any
 
 import flax.linen as nn
@@ -10,7 +10,7 @@ from fnevr_jax.ops import anti_alias_downsample, coordinate_grid, grid_sample, i
 
 
 def sparse_motions(size, kp_source, kp_driving):
-    """K+1 backward flows [B,K+1,h,w,2]: identity, then T_k(z) = p_S + J_S J_D^-1 (z - p_D) (eq. 1)."""
+    """K+1 backward flows [B,K+1,h,w,2]: identity, then T_k(z) = p_S + J_S J_D^-1 (z - p_D) (FNeVR eq. 1)."""
     identity = coordinate_grid(size, kp_source["value"].dtype)
     z = identity[None, None] - kp_driving["value"][:, :, None, None, :]
     if "jacobian" in kp_driving:
@@ -23,7 +23,7 @@ def sparse_motions(size, kp_source, kp_driving):
 
 
 class DenseMotionNetwork(nn.Module):
-    """Predicts the dense backward flow (eq. 2) and occlusion map from the source and keypoints."""
+    """Predicts the dense backward flow (FNeVR eq. 2) and occlusion map from the source and keypoints."""
     num_kp: int = 10
     block_expansion: int = 64
     max_features: int = 1024

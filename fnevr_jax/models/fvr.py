@@ -1,11 +1,11 @@
-"""Face volume rendering (FVR) module, FNeVR §3.3 (eq. 7-9), as the official `RenderModel`.
+"""Face volume rendering (FVR) module, FNeVR §3.3 (FNeVR eq. 7-9), as the official `RenderModel`.
 
 The warped feature F_w [B,H,W,C] is lifted to a H×W×D volume of colour features (P_color) and
 density features (P_sigma, with 3D residual blocks), an MLP evaluates every (pixel, depth)
-sample of the orthogonal rays (f_θ, eq. 8), and the samples are composited (eq. 9) into the
-rendering feature F_r. P_t decodes F_r to the intermediate image I_m (eq. 10).
+sample of the orthogonal rays (f_θ, FNeVR eq. 8), and the samples are composited (FNeVR eq. 9) into the
+rendering feature F_r. P_t decodes F_r to the intermediate image I_m (FNeVR eq. 10).
 
-Compositing follows the official code, not eq. 9 as printed: s_i = ReLU(σ_i), inclusive
+Compositing follows the official code, not FNeVR eq. 9 as printed: s_i = ReLU(σ_i), inclusive
 transmittance exp(-Σ_{j<=i} s_j), interval δ = 1, and a sigmoid on the result.
 """
 from typing import Any
@@ -25,7 +25,7 @@ def lift_to_volume(x, depth):
 
 
 class ColorPredictor(nn.Module):
-    """P_color (eq. 7): one 3x3 conv, then the split into D depth slices of N_color channels."""
+    """P_color (FNeVR eq. 7): one 3x3 conv, then the split into D depth slices of N_color channels."""
     channels: int = 128
     depth: int = 8
     dtype: Any = jnp.float32
@@ -38,7 +38,7 @@ class ColorPredictor(nn.Module):
 class SigmaPredictor(nn.Module):
     """P_σ: a 3x3 conv split into a D×H×W volume of N_σ channels, then 3 × (3D ResBlock, BN3d).
 
-    Returns (F_σ [B,H,W,D,N_σ], sigma_map [B,D,H,W,N_σ]); the latter is what L_σ (eq. 4) reads.
+    Returns (F_σ [B,H,W,D,N_σ], sigma_map [B,D,H,W,N_σ]); the latter is what L_σ (FNeVR eq. 4) reads.
     """
     channels: int = 128
     depth: int = 8
@@ -56,7 +56,7 @@ class SigmaPredictor(nn.Module):
 
 
 class RayMLP(nn.Module):
-    """f_θ (eq. 8) applied to every sample: density from F_σ, colour feature from F_σ and F_color."""
+    """f_θ (FNeVR eq. 8) applied to every sample: density from F_σ, colour feature from F_σ and F_color."""
     hidden: int = 128
     out_channels: int = 256
     dtype: Any = jnp.float32
@@ -76,7 +76,7 @@ class RayMLP(nn.Module):
 
 
 def volume_render(color, sigma):
-    """Composites D samples per ray (eq. 9, official form): Σ_i e^{-S_i} (1 - e^{-s_i}) c_i.
+    """Composites D samples per ray (FNeVR eq. 9, official form): Σ_i e^{-S_i} (1 - e^{-s_i}) c_i.
 
     color [B,H,W,D,C], sigma [B,H,W,D]; s = ReLU(σ), S_i = Σ_{j<=i} s_j (inclusive), δ = 1.
     """

@@ -1,7 +1,7 @@
 """Occlusion-aware generators: FNeVR (FVR + SPADE decoder) and the FOMM baseline.
 
 Both encode the source to F_S, warp it with the dense motion and mask it with the occlusion
-map (F_w = O ⊙ f_w(F_S, T̂), eq. 2). FNeVR then renders F_r with the FVR module and decodes
+map (F_w = O ⊙ f_w(F_S, T̂), FNeVR eq. 2). FNeVR then renders F_r with the FVR module and decodes
 [F_w, F_r] with the SPADE decoder (§3.3); FOMM decodes F_w with residual and up-blocks.
 """
 from typing import Any
@@ -64,7 +64,7 @@ class OcclusionAwareGenerator(nn.Module):
 
 
 class FNeVRGenerator(OcclusionAwareGenerator):
-    """FNeVR: F_r = FVR(F_w); prediction = SPADE([F_w, F_r]); `render` is I_m (eq. 10)."""
+    """FNeVR: F_r = FVR(F_w); prediction = SPADE([F_w, F_r]); `render` is I_m (FNeVR eq. 10)."""
     color_channels: int = 128
     sigma_channels: int = 128
     depth: int = 8

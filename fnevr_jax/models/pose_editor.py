@@ -1,4 +1,4 @@
-"""Lightweight Pose Editor (LPE), FNeVR §3.4 (eq. 11): keypoints under a head rotation.
+"""Lightweight Pose Editor (LPE), FNeVR §3.4 (FNeVR eq. 11): keypoints under a head rotation.
 
 f_editor(r, p_S, J_S) → (p, J): an MLP maps a rotation matrix and the source keypoints and
 Jacobians to the keypoints and Jacobians of the rotated head; the animation then warps the
@@ -8,7 +8,7 @@ Choices where the paper is silent: the rotation is the *relative* head rotation 
 (driving relative to source, as a 3x3 matrix from yaw, pitch, roll), so a user edits pose
 without knowing the source's absolute pose; the MLP predicts offsets added to p_S and J_S
 (the official checkpoint calls the module `kp_delta_predictor`); its outputs are compared
-with the driving keypoints directly (eq. 12).
+with the driving keypoints directly (FNeVR eq. 12).
 """
 from typing import Sequence
 
@@ -24,7 +24,7 @@ def relative_rotation(source_pose, driving_pose):
 
 
 class PoseEditor(nn.Module):
-    """(δ_value [B,K,2], δ_jacobian [B,K,2,2]) = f_editor(r [B,3,3], p_S, J_S) (eq. 11)."""
+    """(δ_value [B,K,2], δ_jacobian [B,K,2,2]) = f_editor(r [B,3,3], p_S, J_S) (FNeVR eq. 11)."""
     hidden: Sequence[int] = (256, 256, 256)
 
     @nn.compact

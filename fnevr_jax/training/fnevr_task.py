@@ -1,4 +1,4 @@
-"""The FNeVR / FOMM training task: the paper's objective (eq. 13) on top of the generic trainer.
+"""The FNeVR / FOMM training task: the paper's objective (FNeVR eq. 13) on top of the generic trainer.
 
 One step (as first-order-model's loop): the generator, keypoint detector, pose editor and
 mesh-weight CNN take a step on L_P + L_G + L_E + L_R + L_σ + L_editor (+ feature matching),
