@@ -59,7 +59,7 @@ class Animator:
         if images.ndim != 4 or images.shape[-1] != self.config.num_channels:
             raise AnimatorError(f"{name} must be [B,H,W,{self.config.num_channels}], "
                                 f"got shape {images.shape}")
-        return images.astype(np.float32)
+        return images if images.dtype == np.float32 else images.astype(np.float32)
 
     def keypoints(self, images):
         """{"value": [B,K,2], "jacobian": [B,K,2,2]} for float32 images [B,H,W,3] in [0,1]."""

@@ -7,8 +7,8 @@
     python -m fnevr_jax.nerf_head.render drive --checkpoint runs/nerf --codes fit/codes.npz \
         --data driving-shards --clip 0 --out driven.mp4
 
-CHECKPOINT: a `train.py --config=configs/nerf_head.py` workdir (its latest checkpoint) or a
-model export (`checkpoint_io.save_variables`, metadata with the config). The head to render
+CHECKPOINT: a `train.py --config=configs/nerf_head.py` workdir (its latest export), a model
+export (`checkpoint_io.save_variables`, metadata with the config) or a HeadNeRF `.pth`. The head to render
 comes from `--codes` (an .npz of `z_id`, `beta`, `intrinsics` and `cam_to_world`, and
 `appearance` for HeadNeRF models, as `fnevr_jax.nerf_head.fit` writes; missing codes are
 zeros, a missing camera the default) or from frame `--frame` of clip `--clip` of the shards in
@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from fnevr_jax import cli, loader, media, rendering
+from fnevr_jax import cli, convert, loader, media, rendering, torch_io
 from fnevr_jax.nerf_head import network
 from fnevr_jax.nerf_head.task import model_intrinsics
 from fnevr_jax.sharding import pad_batch
@@ -47,15 +47,12 @@ class RenderError(Exception):
 
 # --------------------------------------------------------------------------- loading
 def load(checkpoint):
-    """(config, model, params) of a training workdir or a model export (`fnevr_jax.loader`)."""
-    path = pathlib.Path(checkpoint)
-    if not path.is_dir():
-        raise RenderError(f"{path}: no such checkpoint directory" if not path.exists() else
-                          f"{path}: not a NeRF head model (a training workdir or an export)")
+    """(config, model, params) of a training workdir, a model export or a HeadNeRF `.pth`
+    (`fnevr_jax.loader`)."""
     try:
-        variables, config, _ = loader.load(path, "nerf_head")
-    except loader.LoadError as e:
-        raise RenderError(str(e)) from None
+        variables, config, _ = loader.load(checkpoint, "nerf_head")
+    except (loader.LoadError, convert.ConversionError, torch_io.TorchFileError) as e:
+        raise RenderError(str(e).splitlines()[0]) from None
     model = network.from_config(config.model)
     return config, model, jax.tree.map(jnp.asarray, variables["params"])
 
