@@ -391,9 +391,11 @@ def run(args):
     except (api.AnimatorError, convert.ConversionError, checkpoint_io.CheckpointError,
             torch_io.TorchFileError) as e:
         raise AnimateError(str(e).splitlines()[0]) from None
-    if (args.pose is not None or args.pose_sweep) and model.pose_params is None:
-        raise AnimateError(f"{args.checkpoint}: has no pose editor for --pose/--pose-sweep; "
-                           f"{api.POSE_HELP}")
+    if args.pose is not None or args.pose_sweep:
+        try:
+            model.require_pose_editor()
+        except api.AnimatorError as e:
+            raise AnimateError(str(e)) from None
     source_box = source_crop_box(source_image) if args.crop else None
     if video is None:
         shape = run_pose(args, model, source_image, source_box)

@@ -26,7 +26,7 @@ MEASURE = textwrap.dedent("""
     base = peak_kib()
     workdir = {workdir!r}
     if {mode!r} == "export":
-        variables, config, _ = loader.load(workdir)
+        variables, config, *_ = loader.load(workdir)
     else:
         directory = checkpoint_io.checkpoints_dir(workdir) / "1"
         ckpt = ocp.Checkpointer(ocp.CompositeCheckpointHandler(state=ocp.PyTreeCheckpointHandler()))

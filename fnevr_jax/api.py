@@ -33,6 +33,10 @@ from fnevr_jax.nerf_head import network
 
 POSE_HELP = ("only training checkpoints (a train.py --workdir) have one; official, parity and "
              "converted checkpoints do not")
+UNTRAINED_POSE_EDITOR = (
+    "its pose editor was never trained (L_editor, FNeVR eq. 12, needs the `pose` field: train "
+    "on shards made with `data_pipelines.preprocess --landmarks` or the synthetic heads, with "
+    "loss_weights.pose_edit > 0)")
 
 
 class AnimatorError(ValueError):
@@ -42,14 +46,18 @@ class AnimatorError(ValueError):
 class Animator:
     """A model with its variables on the inference core (`fnevr_jax.inference.Core`): fixed
     padded batches of `batch_size` frames on a data mesh, one compilation per function.
-    `pose_params`: the pose editor of a training export (None for official and converted
-    checkpoints)."""
+    `pose_params`: the trained pose editor of a training export (None for official and
+    converted checkpoints, and where `metadata["pose_editor_steps"]` is 0)."""
 
-    def __init__(self, variables, config, description="variables", batch_size=8, mesh=None):
+    def __init__(self, variables, config, description="variables", batch_size=8, mesh=None,
+                 metadata=None):
         self.config = config
         self.model = config.model
         self.description = description
         self.pose_params = variables["params"].get("pose_editor")
+        self._no_pose = None if self.pose_params else f"has no pose editor; {POSE_HELP}"
+        if self.pose_params and (metadata or {}).get("pose_editor_steps", 1) == 0:
+            self.pose_params, self._no_pose = None, UNTRAINED_POSE_EDITOR
         self.core = inference.Core(config, batch_size, mesh)
         self.variables = self.core.put(inference.inference_variables(variables))
 
@@ -76,11 +84,16 @@ class Animator:
         """Predictions [n, H, W, 3] (numpy, [0, 1]) of a batch of driving `frames`, for
         streaming: `kp_source`, `kp_initial` and `scale` are computed once per video (see
         `animate`); `rotation` (1 or n, 3, 3) edits the pose."""
-        if rotation is not None and self.pose_params is None:
-            raise AnimatorError(f"pose editing needs a pose editor; {POSE_HELP}")
+        if rotation is not None:
+            self.require_pose_editor()
         return np.asarray(self.core.animate(
             self.variables, self._images(source, "source"), self._images(frames, "frames"),
             kp_source, kp_initial, scale, rotation, relative))
+
+    def require_pose_editor(self):
+        """Raises AnimatorError, naming the reason, unless the model has a trained pose editor."""
+        if self._no_pose:
+            raise AnimatorError(f"{self.description}: cannot edit the pose: {self._no_pose}")
 
     def animate(self, source, driving, relative=True, adapt_scale=True, pose=None):
         """`source` [1, H, W, 3] animated by `driving` [N, H, W, 3] (float32 in [0, 1]) ->
@@ -101,13 +114,13 @@ def load_animator(source, model=None, config=None, batch_size=8):
     directory, an official `.pth.tar`, a parity `.npz` or variables. `model` ("fnevr"/"fomm")
     or `config.model`, where given, must agree with what the source holds."""
     try:
-        variables, config, description = loader.load(source, model, config)
+        variables, config, description, metadata = loader.load(source, model, config)
     except loader.LoadError as e:
         raise AnimatorError(str(e)) from None
     if config.get("task") == "nerf_head":
         raise AnimatorError(f"{source}: holds a NeRF head model; render it with "
                             "`python -m fnevr_jax.nerf_head.render`")
-    return Animator(variables, config, description, batch_size)
+    return Animator(variables, config, description, batch_size, metadata=metadata)
 
 
 class HeadModel:
@@ -169,7 +182,7 @@ def load_head_model(source, dtype=np.float32):
     `fnevr_jax.convert`, or a NeRF head training workdir. `dtype` float64 (inside
     `jax.enable_x64(True)`) is for parity checks."""
     try:
-        variables, config, _ = loader.load(source, "nerf_head")
+        variables, config, *_ = loader.load(source, "nerf_head")
     except loader.LoadError as e:
         raise AnimatorError(str(e)) from None
     return HeadModel(variables["params"], config, dtype)

@@ -1,4 +1,4 @@
-"""The one way to load a model: any model source -> (variables, config, description).
+"""The one way to load a model: any model source -> (variables, config, description, metadata).
 
 Sources, for both model families (FNeVR/FOMM and the NeRF head):
 - a training workdir (`train.py --workdir`): the inference export the trainer writes beside
@@ -8,7 +8,7 @@ Sources, for both model families (FNeVR/FOMM and the NeRF head):
   a parity fixture `.npz` (converted; `convert.ConversionError` lists what does not match);
 - a variables dict `{"params": ..., "batch_stats": ...}`.
 
-    variables, config, description = loader.load("runs/quick")
+    variables, config, description, metadata = loader.load("runs/quick")
 """
 import pathlib
 
@@ -33,7 +33,9 @@ def _family(metadata, config):
 
 
 def load(source, model=None, config=None):
-    """(variables, config, description) of `source` (see the module docstring).
+    """(variables, config, description, metadata) of `source` (see the module docstring).
+    `metadata`: what the source stores beside its variables (for a training export its
+    `step` and task facts such as `pose_editor_steps`; `{}` for files and dicts).
 
     `model` ("fnevr", "fomm" or "nerf_head"), where given, must be what the source holds.
     Directories carry their own config; for files and dicts `config` (default: the official
@@ -44,7 +46,7 @@ def load(source, model=None, config=None):
     if config is not None and model is None:
         model = _family({}, config)
     if isinstance(source, dict):
-        variables, description = source, "variables"
+        variables, description, metadata = source, "variables", {}
         if model == "nerf_head" and config is None:
             raise LoadError("NeRF head variables need their config")
         config = config or default_config(model or "fnevr")
@@ -69,7 +71,7 @@ def load(source, model=None, config=None):
         elif not path.exists():
             raise LoadError(f"{path}: no such checkpoint file or directory")
         else:
-            held = model or "fnevr"
+            held, metadata = model or "fnevr", {}
             if held == "nerf_head":   # a HeadNeRF checkpoint (or its parity fixture)
                 state, config = read_headnerf(path)
                 variables = from_headnerf_state_dict(state, config)
@@ -89,4 +91,5 @@ def load(source, model=None, config=None):
             raise LoadError(f"config is for model {config.model!r}, not {held!r}")
         if "params" not in variables or "generator" not in variables["params"]:
             raise LoadError("variables must be {'params': {'kp_detector', 'generator', ...}, ...}")
-    return variables, config, description
+    metadata = {k: v for k, v in metadata.items() if k != "config"}
+    return variables, config, description, metadata

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import animate
-from fnevr_jax import convert, media
+from fnevr_jax import checkpoint_io, convert, loader, media
 from fnevr_jax.training import trainer
+from fnevr_jax.training.fnevr_task import FNeVRTask
 from tests import tiny, xla_env
 
 ROOT = pathlib.Path(__file__).parent.parent
@@ -92,6 +93,25 @@ def test_pose_and_gif_from_training_workdir(quick_workdir, tmp_path):
                          "--side-by-side", "--out", str(gif)]) == 0
     import imageio.v3 as iio
     assert iio.imread(gif, index=None).shape == (5, 32, 96, 3)
+
+
+def test_the_export_records_pose_editor_training_and_an_untrained_editor_is_refused(
+        quick_workdir, tiny_data, tmp_path, capsys):
+    """The export counts the steps the pose editor trained (0 without L_editor); --pose on an
+    editor that never trained (the identity: its last layer starts at zero) is one line."""
+    variables, config, _, metadata = loader.load(quick_workdir)
+    assert metadata["step"] == 1 and metadata["pose_editor_steps"] == 1
+    state = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+    off = FNeVRTask(tiny.config(tiny_data, **{"loss_weights.pose_edit": 0.0}))
+    assert off.export(state, 7)[1]["pose_editor_steps"] == 0
+    untrained = tmp_path / "untrained"
+    checkpoint_io.save_variables(untrained, variables, {
+        **metadata, "model": "fnevr", "config": config.to_dict(), "pose_editor_steps": 0})
+    source = str(ROOT / "tests" / "data" / "source.png")
+    _bad(["--checkpoint", str(untrained), "--source", source, "--pose", "10,0,0", "--out",
+          str(tmp_path / "p.png")], capsys, tmp_path, "its pose editor was never trained")
+    _bad(["--checkpoint", str(untrained), "--source", source, "--pose-sweep", "--out",
+          str(tmp_path / "p.png")], capsys, tmp_path, "--landmarks")
 
 
 def test_video_compiles_the_network_step_once(quick_workdir, tmp_path, caplog):

@@ -40,7 +40,7 @@ def test_orbax_checkpoint_reproduces_official_outputs(fomm_dir, data_dir):
 
 def test_official_torch_checkpoint_is_read_without_torch(data_dir):
     config = tiny_config()
-    variables, _, _ = loader.load(data_dir / "tiny_fomm.pth.tar", "fomm", config)
+    variables, *_ = loader.load(data_dir / "tiny_fomm.pth.tar", "fomm", config)
     key = "generator.down_blocks.1.conv.weight"
     w = value(key, (16, 8, 3, 3))
     np.testing.assert_array_equal(

@@ -2,6 +2,7 @@
 import json
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -144,19 +145,47 @@ def _one_line_error(result):
     return errors[0]
 
 
-def test_missing_dataset_config_typo_and_incompatible_checkpoint(tiny_data, tmp_path):
-    run = tmp_path / "c"
-    missing, typo, trained = _finish(
+def test_missing_data_config_typo_and_incompatible_checkpoint(tiny_data, tmp_path):
+    """One-line errors before the first step: no dataset, a config typo, a paper term whose
+    data field the shards lack (L_σ with weight 1 without `landmarks`: the message names the
+    term, the field, the preprocessing flag and the override), a checkpoint of another config.
+    With the override the run trains, and its loss terms in effect are logged, kept in
+    config.json and in TensorBoard's text summary."""
+    no_landmarks = tmp_path / "no_landmarks"
+    shutil.copytree(tiny_data, no_landmarks)
+    info = json.loads((no_landmarks / "dataset_info.json").read_text())
+    info["fields"] = [f for f in info["fields"] if f != "landmarks"]
+    (no_landmarks / "dataset_info.json").write_text(json.dumps(info))
+    run, no_sigma = tmp_path / "c", {"loss_weights.sigma": 0.0}
+    missing, typo, stopped, trained = _finish(
         _start(tmp_path / "a", *tiny.flags(tmp_path / "nowhere")),
         _start(tmp_path / "b", *tiny.flags(tiny_data), "--config.train.batchsize=4"),
-        _start(run, *tiny.flags(tiny_data, **{"train.num_steps": 1})))
+        _start(tmp_path / "d", *tiny.flags(no_landmarks)),
+        _start(run, *tiny.flags(no_landmarks, **{"train.num_steps": 1, **no_sigma})))
     error = _one_line_error(missing)
     assert "no dataset at" in error and "python -m data_pipelines.synthetic" in error
     error = _one_line_error(typo)
     assert 'Did you mean "batch_size"' in error
-    assert trained.returncode == 0
-    error = _one_line_error(_train(run, *tiny.flags(tiny_data, **{
-        "train.num_steps": 2, "generator.block_expansion": 16})))
+    error = _one_line_error(stopped)
+    assert "L_σ (FNeVR eq. 4) (loss_weights.sigma=1) needs the `landmarks` field" in error, error
+    assert "data_pipelines.preprocess --landmarks" in error
+    assert error.endswith("--config.loss_weights.sigma=0"), error
+    assert not (tmp_path / "d" / "checkpoints").exists()
+
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    terms = json.loads((run / "config.json").read_text())["loss_terms"]
+    assert set(terms) == {"perceptual (L_P)", "render_perceptual (L_R, FNeVR eq. 10)",
+                          "generator_gan (L_G)", "feature_matching", "discriminator_gan",
+                          "equivariance_value (L_E)", "equivariance_jacobian (L_E)",
+                          "pose_edit (L_editor, FNeVR eq. 12)", "pixel_l1 (not in the paper)"}
+    assert terms["pose_edit (L_editor, FNeVR eq. 12)"] == 1.0
+    assert terms["perceptual (L_P)"] == [10.0, 10.0, 0.0, 0.0, 0.0]
+    assert "loss terms in effect: perceptual (L_P) x [10.0, 10.0, 0.0, 0.0, 0.0]" in trained.stderr
+    events = b"".join(p.read_bytes() for p in run.glob("events.out.tfevents*"))
+    assert b"pose_edit (L_editor, FNeVR eq. 12) | 1.0" in events
+
+    error = _one_line_error(_train(run, *tiny.flags(no_landmarks, **{
+        "train.num_steps": 2, "generator.block_expansion": 16, **no_sigma})))
     assert "generator.block_expansion: 8 -> 16" in error and "use a new --workdir" in error
 
 
@@ -199,8 +228,11 @@ class _LinearTask:
     def evaluate(self, state, process_index, process_count):
         return {"fit": 0.0, "count": 1.0}
 
-    def export(self, state):
+    def export(self, state, step):
         return {"params": state["params"]}, {"model": "linear", "config": self.config}
+
+    def loss_terms(self):
+        return {"fit": 1.0}
 
 
 def test_non_finite_loss_stops_naming_step_and_term_and_keeps_last_good_checkpoint(

@@ -50,7 +50,7 @@ def load(checkpoint):
     """(config, model, params) of a training workdir, a model export or a HeadNeRF `.pth`
     (`fnevr_jax.loader`)."""
     try:
-        variables, config, _ = loader.load(checkpoint, "nerf_head")
+        variables, config, *_ = loader.load(checkpoint, "nerf_head")
     except (loader.LoadError, convert.ConversionError, torch_io.TorchFileError) as e:
         raise RenderError(str(e).splitlines()[0]) from None
     model = network.from_config(config.model)

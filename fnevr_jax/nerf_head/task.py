@@ -85,6 +85,14 @@ class NerfHeadTask:
                                     size=c.model.output_size)
 
     # ------------------------------------------------------------------------------- state
+    def loss_terms(self):
+        """{term: weight} of the objective this run optimises (NHM eq. 11)."""
+        loss = self.config.loss
+        terms = {f"photometric ({loss.photometric_distance}, NHM eq. 9)": loss.photometric_weight,
+                 f"perceptual ({loss.perceptual_distance}, NHM eq. 10)": loss.perceptual_weight,
+                 "background (HeadNeRF's, not in the paper)": loss.background_weight}
+        return {k: v for k, v in terms.items() if v}
+
     def init_state(self, rng):
         params = network.init_params(self.model, rng)
         return {"params": params, "opt_state": self.optimizer.init(params)}
@@ -123,7 +131,7 @@ class NerfHeadTask:
                             model_intrinsics(jnp.asarray(batch["intrinsics"])),
                             jnp.asarray(batch["extrinsics"])[:, :3])
 
-    def export(self, state):
+    def export(self, state, step):
         """Inference variables (the model's parameters) and metadata."""
         return {"params": state["params"]}, {"model": "nerf_head", "config": self.config}
 

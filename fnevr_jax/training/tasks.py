@@ -28,6 +28,9 @@ class Task(Protocol):
     def train_step(self, state: State, batch: Batch, rng, frozen: dict) -> tuple[State, dict]:
         """(new state, {metric name: scalar}); a pure function, jitted with the mesh."""
 
+    def loss_terms(self) -> dict:
+        """{term: weight} of the loss terms in effect (logged, and kept in config.json)."""
+
     def learning_rates(self, step: int) -> dict:
         """{"lr/NAME": value} in effect at `step`, for logging."""
 
@@ -38,9 +41,10 @@ class Task(Protocol):
                  process_count: int = 1) -> dict:
         """Sums over this process's held-out items: {NAME: sum, "count": n}."""
 
-    def export(self, state: State) -> tuple[dict, dict]:
-        """(inference variables, metadata): what `fnevr_jax.loader` needs to run the model,
-        without optimizer state. The metadata holds `model`, the `config` and JSON values."""
+    def export(self, state: State, step: int) -> tuple[dict, dict]:
+        """(inference variables, metadata) after `step` steps: what `fnevr_jax.loader` needs
+        to run the model, without optimizer state. The metadata holds `model`, the `config`
+        and JSON values."""
 
 
 def _fnevr(config):

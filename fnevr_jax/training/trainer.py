@@ -113,6 +113,12 @@ def train_and_evaluate(config, workdir, task=None):
     data_iter = iter(loaders.global_batches(task.train_data(config.train.seed), mesh))
 
     # ----------------------------------------------------------------------- checkpoints
+    # config.json: the config, and the loss terms in effect with their weights
+    loss_terms = {k: list(v) if isinstance(v, tuple) else v for k, v in task.loss_terms().items()}
+    run_json = {**_config_json(config), "loss_terms": loss_terms}
+    if is_main:
+        logging.info("loss terms in effect: %s",
+                     ", ".join(f"{k} x {v}" for k, v in loss_terms.items()))
     config_path = workdir / "config.json"
     options = ocp.CheckpointManagerOptions(
         max_to_keep=config.log.keep_checkpoints, create=True,
@@ -122,7 +128,7 @@ def train_and_evaluate(config, workdir, task=None):
     if manager.latest_step() is not None:
         start = manager.latest_step()
         old = json.loads(config_path.read_text()) if config_path.exists() else {}
-        changes = _structure_changes(old, _config_json(config))
+        changes = _structure_changes(old, run_json)
         if changes:
             raise TrainingError(f"the checkpoint in {workdir} was made with another config "
                                 f"({'; '.join(changes[:3])}); use a new --workdir")
@@ -137,13 +143,15 @@ def train_and_evaluate(config, workdir, task=None):
         state = restored["state"]
         logging.info("resumed from %s at step %d", workdir, start)
     elif is_main:
-        config_path.write_text(json.dumps(_config_json(config), indent=2))
+        config_path.write_text(json.dumps(run_json, indent=2, ensure_ascii=False))
 
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_main,
                                                   asynchronous=True)
     if start == 0:
         writer.write_hparams({k: v for k, v in _flat(_config_json(config)).items()
                               if isinstance(v, (int, float, str, bool))})
+        writer.write_texts(0, {"loss_terms": "| term | weight |\n|---|---|\n" + "\n".join(
+            f"| {k} | {v} |" for k, v in loss_terms.items())})
 
     # ----------------------------------------------------------------------- update step
     batch = next(data_iter)
@@ -162,7 +170,7 @@ def train_and_evaluate(config, workdir, task=None):
 
     def save(step, state):
         check_health(state)
-        variables, metadata = task.export(state["task"])
+        variables, metadata = task.export(state["task"], step)
         manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter),
             **checkpoint_io.export_args(variables, {**metadata, "step": step,
