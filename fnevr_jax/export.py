@@ -16,6 +16,7 @@ named outputs in every format:
 | `frame` | `source`, `driving` [B,H,W,3] | `prediction` = generate(source, keypoints(source), keypoints(driving)) |
 | `keypoints` | `images` [B,H,W,3] | `value` [B,K,2], `jacobian` [B,K,2,2] |
 | `generate` | `source`, `kp_source_value`, `kp_source_jacobian`, `kp_driving_value`, `kp_driving_jacobian` (`--relative`: also `kp_initial_value`, `kp_initial_jacobian`, `scale` []) | `prediction`, `occlusion_map`, `mask`, `deformed` (`render` for FNeVR) |
+| `animate` | `source` [1,H,W,3], `driving` [B,H,W,3], `kp_source_*`, `kp_initial_*` [1,...], `scale` [], `relative` [] (1.0 relative, 0.0 absolute) | `prediction` (clipped to [0, 1]; the core's `animate`, what `animate.py --engine onnxruntime` runs) |
 | `render` (NeRF head) | `z_id`, `beta`, `intrinsics` [B,3,3], `cam_to_world` [B,3,4] (`appearance` for HeadNeRF) | `image` [B,S,S,3] |
 
 The functions are those of the inference core (`inference.Core`, `nerf_head.network`) with the
@@ -47,7 +48,8 @@ from fnevr_jax import checkpoint_io, cli, convert, inference, loader, rendering,
 from fnevr_jax.nerf_head import network
 
 FORMATS = ("stablehlo", "onnx")
-FUNCTIONS = {"fnevr": ("frame", "keypoints", "generate"), "fomm": ("frame", "keypoints", "generate"),
+FUNCTIONS = {"fnevr": ("frame", "keypoints", "generate", "animate"),
+             "fomm": ("frame", "keypoints", "generate", "animate"),
              "nerf_head": ("render",)}
 ALIASES = {"headnerf": "nerf_head"}
 ONNX_OPSET = 21   # onnxruntime >= 1.20 runs opset 21 on its CPU and CUDA providers
@@ -106,6 +108,12 @@ def animation_functions(variables, config, relative=False):
         out = core["generate"](params, source, keypoints(source), keypoints(driving))
         return {"prediction": out["prediction"]}
 
+    def animate(source, driving, relative, scale, **inputs):
+        # the inference core's animate (relative or absolute motion, no pose edit)
+        return {"prediction": core["animate"](params, source, kp(inputs, "source"),
+                                              kp(inputs, "initial"), scale, relative > 0.5,
+                                              driving, None)}
+
     names = ("source", "driving") + (("initial",) if relative else ())
     kp_inputs = {f"kp_{name}_{field}": (kp_shapes[field], jnp.float32)
                  for name in names for field in fields}
@@ -115,6 +123,11 @@ def animation_functions(variables, config, relative=False):
     return {
         "frame": Function(frame, {"source": image, "driving": image}, ("source", "driving")),
         "keypoints": Function(keypoints, {"images": image}, ("images",)),
+        "animate": Function(animate, {
+            "source": ((1,) + image[0], jnp.float32), "driving": image,
+            **{f"kp_{name}_{field}": ((1,) + kp_shapes[field], jnp.float32)
+               for name in ("source", "initial") for field in fields},
+            "scale": ((), jnp.float32), "relative": ((), jnp.float32)}, ("driving",)),
         "generate": Function(generate, generate_inputs,
                              tuple(n for n in generate_inputs if n != "scale")),
     }
@@ -187,7 +200,7 @@ def to_onnx(function, batch=None):
     try:
         model = jax2onnx.to_onnx(positional, shapes, model_name="fnevr_jax", opset=ONNX_OPSET,
                                  input_names=list(names), output_names=list(outputs))
-    except jax.export.InconclusiveDimensionOperation:
+    except jax.errors.InconclusiveDimensionOperation:
         # jax2onnx 0.17.1's jax.image.resize (the NeRF head's upsampling) needs constant shapes
         raise ExportError("jax2onnx cannot give this function a dynamic batch in ONNX; "
                           "give a fixed --batch N") from None
@@ -226,6 +239,49 @@ def write_new(path, data):
         tmp.unlink(missing_ok=True)
 
 
+class OnnxAnimation:
+    """An `animate` ONNX export run by onnxruntime (CPU unless `providers` says otherwise), with
+    `api.Animator.animate_frames`'s signature (no pose edits)."""
+
+    def __init__(self, path, providers=("CPUExecutionProvider",)):
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ExportError("the onnxruntime engine needs onnxruntime "
+                              "(pip install onnxruntime)") from None
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options,
+                                                        providers=list(providers))
+        except Exception as e:  # noqa: BLE001 (onnxruntime raises its own exception types)
+            raise ExportError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0]})") \
+                from None
+        self.inputs = {i.name: i.shape for i in self.session.get_inputs()}
+        if "kp_initial_value" not in self.inputs or "relative" not in self.inputs:
+            raise ExportError(f"{path}: not an `animate` export (inputs "
+                              f"{', '.join(self.inputs)}); export with --function animate")
+
+    def animate_frames(self, source, frames, kp_source, kp_initial=None, scale=1.0,
+                       rotation=None, relative=True):
+        if rotation is not None:
+            raise ExportError("the onnxruntime engine does not edit poses")
+        kp_initial = kp_source if kp_initial is None else kp_initial
+        feed = {"source": np.asarray(source, np.float32),
+                "driving": np.asarray(frames, np.float32),
+                "scale": np.asarray(scale, np.float32),
+                "relative": np.asarray(1.0 if relative else 0.0, np.float32)}
+        for name, kp in (("source", kp_source), ("initial", kp_initial)):
+            for field, value in kp.items():
+                feed[f"kp_{name}_{field}"] = np.asarray(value, np.float32)
+        n, batch = len(frames), self.inputs["driving"][0]
+        if not isinstance(batch, int):                    # a dynamic-batch export
+            return self.session.run(["prediction"], feed)[0]
+        driving = np.concatenate([feed["driving"], np.repeat(feed["driving"][-1:], -n % batch, 0)])
+        return np.concatenate([self.session.run(["prediction"], {**feed, "driving": chunk})[0]
+                               for chunk in np.split(driving, len(driving) // batch)])[:n]
+
+
 # --------------------------------------------------------------------------- command line
 def _batch(text):
     if text == "dynamic":
@@ -247,7 +303,7 @@ def parse_args(argv=None):
                    help="the model a file holds (default fnevr); checked for directories")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--function", required=True,
-                   help="frame, keypoints or generate (FNeVR/FOMM); render (NeRF head)")
+                   help="frame, keypoints, generate or animate (FNeVR/FOMM); render (NeRF head)")
     p.add_argument("--batch", type=_batch, default=None, metavar="N|dynamic",
                    help="batch size of the artifact (default dynamic: a symbolic batch)")
     p.add_argument("--relative", action="store_true",
