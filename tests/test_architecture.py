@@ -20,7 +20,7 @@ LAYERS = (
      "fnevr_jax.inference", "fnevr_jax.nerf_head.losses"),
     ("fnevr_jax.training.tasks", "fnevr_jax.training.fnevr_task", "fnevr_jax.training.summaries",
      "fnevr_jax.nerf_head.task"),
-    ("fnevr_jax.loader", "fnevr_jax.api", "fnevr_jax.nerf_head"),
+    ("fnevr_jax.loader", "fnevr_jax.api", "fnevr_jax.nerf_head", "fnevr_jax.export"),
     ("fnevr_jax.training.trainer",),
     ("data_pipelines",),
     ("train", "eval", "animate", "benchmarks"),

@@ -49,7 +49,7 @@ class DownBlock2d(nn.Module):
     def __call__(self, x, train=False):
         x = conv(self.features, 3, 1, self.dtype, name="conv")(x)
         x = nn.relu(batch_norm(train, self.dtype, "norm")(x))
-        return nn.avg_pool(x, (2, 2), (2, 2))
+        return nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
 
 
 class UpBlock2d(nn.Module):

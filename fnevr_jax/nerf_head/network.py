@@ -134,7 +134,8 @@ def blur(x):
 def upsample_rgb(x):
     """x2 bilinear upsampling (half-pixel centres) followed by `blur` (GIRAFFE's RGB path)."""
     b, h, w, c = x.shape
-    return blur(jax.image.resize(x, (b, 2 * h, 2 * w, c), "bilinear"))
+    # antialias acts only when shrinking (identical output here); off, ONNX converters take it
+    return blur(jax.image.resize(x, (b, 2 * h, 2 * w, c), "bilinear", antialias=False))
 
 
 def pixel_shuffle(x, factor=2):
