@@ -214,12 +214,12 @@ def to_onnx(function, batch=None):
 
 def export(variables, config, function, fmt, batch=None, relative=False):
     """Bytes of `function` of a loaded model in format `fmt` ("stablehlo" or "onnx")."""
+    if fmt not in FORMATS:   # before building the functions (an inference core)
+        raise ExportError(f"format must be one of {FORMATS}, got {fmt!r}")
     available = functions(variables, config, relative)
     if function not in available:
         family = "nerf_head" if config.get("task") == "nerf_head" else config.model
         raise ExportError(f"a {family} model exports {', '.join(available)}, not {function!r}")
-    if fmt not in FORMATS:
-        raise ExportError(f"format must be one of {FORMATS}, got {fmt!r}")
     fn = available[function]
     return to_stablehlo(fn, batch) if fmt == "stablehlo" else to_onnx(fn, batch)
 
