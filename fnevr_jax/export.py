@@ -301,7 +301,7 @@ def parse_args(argv=None):
                    help="training workdir, orbax dir, official .pth.tar, HeadNeRF .pth or parity .npz")
     p.add_argument("--model", choices=loader.FAMILIES + tuple(ALIASES),
                    help="the model a file holds (default fnevr); checked for directories")
-    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--format", required=True, help=" or ".join(FORMATS))
     p.add_argument("--function", required=True,
                    help="frame, keypoints, generate or animate (FNeVR/FOMM); render (NeRF head)")
     p.add_argument("--batch", type=_batch, default=None, metavar="N|dynamic",
@@ -316,6 +316,8 @@ def main(argv=None):
     args = parse_args(argv)
 
     def run():
+        if args.format not in FORMATS:
+            raise ExportError(f"unknown format {args.format!r}: use {' or '.join(FORMATS)}")
         if args.out.exists():
             raise ExportError(f"{args.out}: exists; give a new output path")
         if not args.out.parent.is_dir():
