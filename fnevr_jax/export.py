@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnevr_jax import checkpoint_io, cli, convert, inference, loader, rendering, torch_io
+from fnevr_jax import checkpoint_io, cli, convert, inference, loader, torch_io
 from fnevr_jax.nerf_head import network
 
 FORMATS = ("stablehlo", "onnx")
@@ -133,15 +133,6 @@ def animation_functions(variables, config, relative=False):
     }
 
 
-def inv3x3(m):
-    """Closed-form inverse of [..., 3, 3] matrices (the adjugate over the determinant)."""
-    rows = [m[..., i, :] for i in range(3)]
-    # The adjugate's columns are cross products of the rows: inv = [r1 x r2, r2 x r0, r0 x r1] / det.
-    cols = [jnp.cross(rows[1], rows[2]), jnp.cross(rows[2], rows[0]), jnp.cross(rows[0], rows[1])]
-    det = jnp.sum(rows[0] * cols[0], axis=-1)
-    return jnp.stack(cols, axis=-1) / det[..., None, None]
-
-
 def head_functions(variables, config):
     """{"render"}: the NeRF head's deterministic render (`network.NeRFHead`, foreground over
     its background, as `nerf_head.render` renders), the parameters embedded."""
@@ -149,11 +140,8 @@ def head_functions(variables, config):
     params = jax.tree.map(np.asarray, variables["params"])
 
     def render(z_id, beta, intrinsics, cam_to_world, appearance=None):
-        # The network inverts the feature-resolution intrinsics with jnp.linalg.inv, an LU
-        # that jax2onnx converts for single matrices only: the closed form here instead.
-        scaled = rendering.scale_intrinsics(intrinsics, model.feature_size / model.output_size)
-        out = model.apply({"params": params}, z_id, beta, None, cam_to_world, None,
-                          appearance=appearance, inv_intrinsics=inv3x3(scaled))
+        out = model.apply({"params": params}, z_id, beta, intrinsics, cam_to_world, None,
+                          appearance=appearance)
         return {"image": out["image"]}
 
     inputs = {"z_id": ((model.id_dim,), jnp.float32), "beta": ((model.expr_dim,), jnp.float32),

@@ -27,6 +27,16 @@ def scale_intrinsics(intrinsics, scale):
     return intrinsics.at[..., :2, :].multiply(scale)
 
 
+def inverse_3x3(m):
+    """Inverse of [..., 3, 3] matrices in closed form (the adjugate over the determinant):
+    elementwise operations only, so it exports to ONNX for any batch, unlike an LU."""
+    rows = [m[..., i, :] for i in range(3)]
+    # The adjugate's columns are cross products of the rows: inv = [r1 x r2, r2 x r0, r0 x r1] / det.
+    cols = [jnp.cross(rows[1], rows[2]), jnp.cross(rows[2], rows[0]), jnp.cross(rows[0], rows[1])]
+    det = jnp.sum(rows[0] * cols[0], axis=-1)
+    return jnp.stack(cols, axis=-1) / det[..., None, None]
+
+
 def apply_pose_delta(cam_to_world, euler, translation):
     """Orbits a camera about the world origin: R' = dR R, T' = dR T + dt (HeadNeRF's fitting)."""
     delta = euler_to_matrix(euler)

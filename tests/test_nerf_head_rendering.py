@@ -104,6 +104,14 @@ def test_rays_project_back_to_their_pixels():
     np.testing.assert_allclose(rot @ rot.T, np.eye(3), atol=1e-6)
 
 
+def test_inverse_3x3_is_numpys_inverse():
+    m = np.random.default_rng(0).standard_normal((4, 2, 3, 3))
+    m[0, 0] = [[60.0, 0.0, 7.3], [0.0, 66.0, 8.9], [0.0, 0.0, 1.0]]    # intrinsics
+    with jax.enable_x64(True):
+        np.testing.assert_allclose(rendering.inverse_3x3(jnp.asarray(m)), np.linalg.inv(m),
+                                   rtol=1e-9, atol=1e-12)
+
+
 def test_look_at_and_pose_delta_orbit_about_origin():
     base = rendering.look_at_origin(jnp.array([0.0, 0.0, 6.0]))
     np.testing.assert_allclose(base[:, :3], np.diag([1.0, -1.0, -1.0]), atol=1e-6)

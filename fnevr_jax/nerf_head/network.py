@@ -250,7 +250,7 @@ class NeRFHead(nn.Module):
         """
         size = self.feature_size
         if inv_intrinsics is None:
-            inv_intrinsics = jnp.linalg.inv(
+            inv_intrinsics = rendering.inverse_3x3(
                 rendering.scale_intrinsics(intrinsics, size / self.output_size))
         rays = rendering.cast_rays(inv_intrinsics, cam_to_world, size, size, self.pixel_offset)
         t_near, t_far = rendering.z_plane_bounds(rays, self.z_near, self.z_far)
