@@ -151,7 +151,8 @@ class FaceVolumeRenderer(nn.Module):
         hidden, sigma = mlp(color_in, sigma_in)
         # FNeVR eq. 9 with the linear last layer moved after compositing (exact by linearity):
         # Σ_i w_i (W h_i + b) = W Σ_i w_i h_i + (Σ_i w_i) b, one matmul per ray, not per sample.
-        hidden, acc = rendering.composite(volume_weights(sigma), hidden.astype(precise(sigma.dtype)))
+        weights = volume_weights(sigma)
+        hidden, acc = rendering.composite(weights, hidden.astype(weights.dtype))
         rendered = jax.nn.sigmoid(mlp.color(hidden, acc))  # F_r
         x = UpBlock2d(64, self.dtype, self.num_up > 1, name="mini_decoder_0")(
             rendered.astype(self.dtype), train)
