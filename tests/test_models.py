@@ -93,3 +93,52 @@ def test_one_down_block_keeps_fnevr_features_at_half_resolution():
     config.generator.num_down_blocks = 3
     with pytest.raises(ValueError, match="1 or 2 down blocks, not 3"):
         build_models(config)["generator"].init(jax.random.key(0), image, kp, kp)
+
+
+def _fvr_per_sample(fvr, variables, feature):
+    """FNeVR eq. 9 in the official order: layer6 on every depth sample, then compositing."""
+    from fnevr_jax.models import fvr as fvr_lib
+    params = variables["params"]
+    color_in = fvr_lib.ColorPredictor(fvr.color_channels, fvr.depth, fvr.dtype).apply(
+        {"params": params["rgb_predict"]}, feature)
+    sigma_in, _ = fvr_lib.SigmaPredictor(fvr.sigma_channels, fvr.depth, dtype=fvr.dtype).apply(
+        {"params": params["sigma_predict"],
+         "batch_stats": variables["batch_stats"]["sigma_predict"]}, feature)
+    mlp = fvr_lib.RayMLP(fvr.hidden, feature.shape[-1], fvr.dtype)
+    mlp_vars = {"params": params["nerf_module"]}
+    hidden, sigma = mlp.apply(mlp_vars, color_in, sigma_in)
+    color = mlp.apply(mlp_vars, hidden, jnp.ones(hidden.shape[:-1], hidden.dtype),
+                      method=fvr_lib.RayMLP.color)   # W h_i + b per sample
+    return color, sigma
+
+
+def test_fvr_last_layer_after_compositing_equals_the_official_per_sample_order():
+    """F_r = sigmoid(Σ_i w_i (W h_i + b)) (FNeVR eq. 8-9) with layer6 after compositing."""
+    from fnevr_jax.models import fvr as fvr_lib
+    with jax.enable_x64(True):
+        fvr = fvr_lib.FaceVolumeRenderer(color_channels=32, sigma_channels=32, depth=4, hidden=16,
+                                         dtype=jnp.float64)
+        feature = jax.random.normal(jax.random.key(0), (2, 8, 8, 24), jnp.float64)
+        variables = fvr.init(jax.random.key(1), feature)
+        # Random (non-zero) biases, so the bias's Σ_i w_i factor is exercised.
+        leaves, tree = jax.tree_util.tree_flatten_with_path(variables)
+        keys = jax.random.split(jax.random.key(2), len(leaves))
+        variables = tree.unflatten([
+            jax.random.normal(k, x.shape, x.dtype) if path[-1].key == "bias" else x
+            for k, (path, x) in zip(keys, leaves)])
+        out = jax.jit(fvr.apply)(variables, feature)["feature"]
+        color, sigma = jax.jit(lambda v, x: _fvr_per_sample(fvr, v, x))(variables, feature)
+        assert color.shape == (2, 8, 8, 4, 24)
+        reference = jax.nn.sigmoid(fvr_lib.volume_render(color, sigma))
+        np.testing.assert_allclose(out, reference, rtol=0, atol=1e-13)
+        # The bias enters with the opacity Σ_i w_i (between 0 and 1 here), not once per ray.
+        acc = fvr_lib.volume_weights(sigma).sum(-1)
+        assert float(acc.min()) == 0.0 and 0.1 < float(acc.max()) < 0.99
+        bias = variables["params"]["nerf_module"]["layer6"]["bias"]
+        once = jax.nn.sigmoid(fvr_lib.volume_render(color - bias, sigma) + bias)
+        assert np.abs(np.asarray(out - once)).max() > 1e-2
+        # float32: the same function to float rounding.
+        fvr32 = fvr.clone(dtype=jnp.float32)
+        vars32 = jax.tree.map(lambda x: x.astype(jnp.float32), variables)
+        out32 = jax.jit(fvr32.apply)(vars32, feature.astype(jnp.float32))["feature"]
+        np.testing.assert_allclose(out32, reference, rtol=0, atol=2e-6)

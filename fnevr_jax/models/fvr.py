@@ -6,7 +6,10 @@ sample of the orthogonal rays (f_θ, FNeVR eq. 8), and the samples are composite
 rendering feature F_r. P_t decodes F_r to the intermediate image I_m (FNeVR eq. 10).
 
 Compositing follows the official code, not FNeVR eq. 9 as printed: s_i = ReLU(σ_i), inclusive
-transmittance exp(-Σ_{j<=i} s_j), interval δ = 1, and a sigmoid on the result.
+transmittance exp(-Σ_{j<=i} s_j), interval δ = 1, and a sigmoid on the result. The official
+code applies f_θ's linear last layer (`layer6`, 128 → 256 channels) to every sample and then
+composites; here it follows compositing, Σ_i w_i (W h_i + b) = W Σ_i w_i h_i + (Σ_i w_i) b (the
+same function up to float rounding, without the [B,H,W,D,256] per-sample tensor).
 """
 from typing import Any
 
@@ -55,34 +58,78 @@ class SigmaPredictor(nn.Module):
         return vol.transpose(0, 2, 3, 1, 4), vol
 
 
+class CompositedDense(nn.Module):
+    """An affine layer y = W h + b applied after compositing: Σ_i w_i (W h_i + b) = W h̄ + a b.
+
+    Takes h̄ = Σ_i w_i h_i [..., H] and the opacity a = Σ_i w_i [...]; the parameters are
+    `nn.Dense`'s (`kernel` [H, features], `bias` [features], same initialisers), so checkpoints
+    load unchanged. Exact by linearity up to float rounding.
+    """
+    features: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, composited, acc):
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (composited.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        out = jnp.matmul(composited.astype(self.dtype), kernel.astype(self.dtype))
+        dtype = precise(self.dtype)
+        return out.astype(dtype) + acc.astype(dtype)[..., None] * bias.astype(dtype)
+
+
 class RayMLP(nn.Module):
-    """f_θ (FNeVR eq. 8) applied to every sample: density from F_σ, colour feature from F_σ and F_color."""
+    """f_θ (FNeVR eq. 8): density from F_σ, colour feature from F_σ and F_color.
+
+    `__call__` evaluates every sample up to the last hidden layer, (h [..., D, hidden],
+    σ [..., D]); `color` is the linear last layer (`layer6`) that maps h to p_color. The
+    official code applies it to every sample before compositing (FNeVR eq. 9); it is linear,
+    so `FaceVolumeRenderer` applies it once per ray after compositing instead
+    (`CompositedDense`).
+    """
     hidden: int = 128
     out_channels: int = 256
     dtype: Any = jnp.float32
 
-    @nn.compact
+    def setup(self):
+        dense = lambda n: nn.Dense(n, dtype=self.dtype)
+        self.layer1, self.layer2 = dense(self.hidden), dense(self.hidden)
+        self.layer3_1 = dense(1)
+        self.layer3_2, self.layer3_3 = dense(self.hidden // 4), dense(self.hidden)
+        self.layer4, self.layer5 = dense(self.hidden), dense(self.hidden)
+        self.layer6 = CompositedDense(self.out_channels, self.dtype)
+
     def __call__(self, color_in, sigma_in):
-        dense = lambda n, name: nn.Dense(n, dtype=self.dtype, name=name)
-        h = nn.relu(dense(self.hidden, "layer1")(sigma_in))
-        h = nn.relu(dense(self.hidden, "layer2")(h))
-        sigma = dense(1, "layer3_1")(h)
-        feat_sigma = nn.relu(dense(self.hidden // 4, "layer3_2")(h))
-        feat_color = nn.relu(dense(self.hidden, "layer3_3")(color_in))
+        h = nn.relu(self.layer1(sigma_in))
+        h = nn.relu(self.layer2(h))
+        sigma = self.layer3_1(h)
+        feat_sigma = nn.relu(self.layer3_2(h))
+        feat_color = nn.relu(self.layer3_3(color_in))
         x = jnp.concatenate([feat_sigma, feat_color], axis=-1)
-        x = nn.relu(dense(self.hidden, "layer4")(x))
-        x = nn.relu(dense(self.hidden, "layer5")(x))
-        return dense(self.out_channels, "layer6")(x), sigma[..., 0]
+        x = nn.relu(self.layer4(x))
+        return nn.relu(self.layer5(x)), sigma[..., 0]
+
+    def color(self, hidden, acc):
+        """Σ_i w_i p_color,i from h̄ = Σ_i w_i h_i and a = Σ_i w_i; per sample with a = 1."""
+        return self.layer6(hidden, acc)
+
+
+def volume_weights(sigma):
+    """FNeVR eq. 9's compositing weights, official form: w_i = e^{-S_i} (1 - e^{-s_i}).
+
+    sigma [..., D]; s = ReLU(σ), S_i = Σ_{j<=i} s_j (inclusive), δ = 1. At least float32.
+    """
+    dtype = precise(sigma.dtype)
+    return rendering.compute_weights(nn.relu(sigma.astype(dtype)), 1.0, "inclusive")[2]
 
 
 def volume_render(color, sigma):
-    """Composites D samples per ray (FNeVR eq. 9, official form): Σ_i e^{-S_i} (1 - e^{-s_i}) c_i.
+    """Composites D samples per ray (FNeVR eq. 9, official form): Σ_i w_i c_i.
 
-    color [B,H,W,D,C], sigma [B,H,W,D]; s = ReLU(σ), S_i = Σ_{j<=i} s_j (inclusive), δ = 1.
+    color [B,H,W,D,C], sigma [B,H,W,D], weights from `volume_weights`.
     """
-    dtype = precise(sigma.dtype)
-    _, _, weights = rendering.compute_weights(nn.relu(sigma.astype(dtype)), 1.0, "inclusive")
-    return rendering.composite(weights, color.astype(dtype))[0]
+    weights = volume_weights(sigma)
+    return rendering.composite(weights, color.astype(weights.dtype))[0]
 
 
 class FaceVolumeRenderer(nn.Module):
@@ -100,9 +147,13 @@ class FaceVolumeRenderer(nn.Module):
                                   name="rgb_predict")(feature)
         sigma_in, sigma_map = SigmaPredictor(self.sigma_channels, self.depth, dtype=self.dtype,
                                              name="sigma_predict")(feature, train)
-        color, sigma = RayMLP(self.hidden, feature.shape[-1], self.dtype,
-                              name="nerf_module")(color_in, sigma_in)
-        rendered = jax.nn.sigmoid(volume_render(color, sigma))  # F_r
+        mlp = RayMLP(self.hidden, feature.shape[-1], self.dtype, name="nerf_module")
+        hidden, sigma = mlp(color_in, sigma_in)
+        # FNeVR eq. 9 with the linear last layer moved after compositing (exact by linearity):
+        # Σ_i w_i (W h_i + b) = W Σ_i w_i h_i + (Σ_i w_i) b, one matmul per ray, not per sample.
+        weights = volume_weights(sigma)
+        hidden, acc = rendering.composite(weights, hidden.astype(weights.dtype))
+        rendered = jax.nn.sigmoid(mlp.color(hidden, acc))  # F_r
         x = UpBlock2d(64, self.dtype, self.num_up > 1, name="mini_decoder_0")(
             rendered.astype(self.dtype), train)
         x = UpBlock2d(3, self.dtype, name="mini_decoder_2")(nn.relu(x), train)
