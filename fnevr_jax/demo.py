@@ -158,11 +158,14 @@ def main(argv=None):
     if args.max_upload_mb < 1 or args.max_frames < 1:
         p.error("--max-upload-mb and --max-frames must be at least 1")
     # SIGTERM stops the app like Ctrl-C: the temporary folder is removed.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    return cli.run(lambda: launch(args.checkpoint, args.model, args.host, args.port,
-                                  args.share, args.max_upload_mb, args.max_frames,
-                                  args.batch_size),
-                   (animation.AnimationError, download.DownloadError))
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        return cli.run(lambda: launch(args.checkpoint, args.model, args.host, args.port,
+                                      args.share, args.max_upload_mb, args.max_frames,
+                                      args.batch_size),
+                       (animation.AnimationError, download.DownloadError))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

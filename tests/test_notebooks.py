@@ -80,3 +80,22 @@ def test_animate_notebook(tmp_path, monkeypatch):
     html = json.dumps([o.get("data", {}) for c in nb.cells if c.cell_type == "code"
                        for o in c.outputs])
     assert "<video controls" in html     # shown inline
+
+
+def test_nerf_head_notebook(tmp_path, monkeypatch):
+    """A tiny dataset, 10 training steps: the fit, the orbit (the requested number of views),
+    the grid and the driven clip are written and shown."""
+    nb = execute("nerf_head.ipynb", tmp_path, monkeypatch, ORBIT_FRAMES=6)
+    assert _frames_and_fps(tmp_path / "orbit.mp4")[0] == 6
+    grid = cv2.imread(str(tmp_path / "grid.png"))
+    assert grid.shape == (3 * 64, 3 * 64, 3)
+    assert _frames_and_fps(tmp_path / "driven.mp4")[0] == 12       # the driving clip's frames
+    fitted = json.loads((tmp_path / "fit" / "metrics.json").read_text())
+    assert fitted["iterations"] == 10 and fitted["loss_last"] < fitted["loss_first"]
+    text = text_output(nb)
+    assert "wrote orbit.mp4: 6 views" in text
+    assert (tmp_path / "runs" / "nerf" / "checkpoints" / "10").is_dir()
+    html = json.dumps([o.get("data", {}) for c in nb.cells if c.cell_type == "code"
+                       for o in c.outputs])
+    assert html.count("<video controls") == 2 and html.count("<img src") == 2
+
