@@ -112,6 +112,50 @@ def offer_download(path):
         print(f"saved: {pathlib.Path(path).resolve()}")
 
 
+def scalars(logdir, prefix=""):
+    """{tag: [(step, value), ...]} of the scalars a training run wrote to `logdir`'s
+    TensorBoard event files (tags starting with `prefix`), for tables in the notebook."""
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.util import tensor_util
+    acc = event_accumulator.EventAccumulator(str(logdir), size_guidance={"tensors": 0,
+                                                                         "scalars": 0})
+    acc.Reload()
+    out = {}
+    for tag in acc.Tags()["tensors"]:
+        if tag.startswith(prefix):
+            out[tag] = [(e.step, float(tensor_util.make_ndarray(e.tensor_proto)))
+                        for e in acc.Tensors(tag)]
+    for tag in acc.Tags()["scalars"]:
+        if tag.startswith(prefix):
+            out[tag] = [(e.step, float(e.value)) for e in acc.Scalars(tag)]
+    return out
+
+
+def tensorboard(logdir):
+    """TensorBoard inline (`%tensorboard`) where the notebook front end has it."""
+    from IPython import get_ipython
+    shell = get_ipython()
+    if shell is None:
+        print(f"tensorboard --logdir {logdir}")
+        return
+    shell.run_line_magic("load_ext", "tensorboard")
+    shell.run_line_magic("tensorboard", f"--logdir {logdir}")
+
+
+def show_markdown(path):
+    """A markdown file (e.g. eval.py's report.md) rendered in the notebook."""
+    text = pathlib.Path(path).read_text()
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+        if get_ipython() is not None:
+            display(Markdown(text))
+            return
+    except ImportError:
+        pass
+    print(text)
+
+
 def print_devices():
     """The runtime's devices (every one is used)."""
     import jax
