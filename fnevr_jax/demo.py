@@ -6,10 +6,11 @@ Upload a photo and a driving video (or pick an example), choose the options of `
 press Animate: a progress bar, then the result video (with the driving audio) to play and
 download. The animation is `fnevr_jax.animation.animate`, the call of `animate.py` and the
 notebooks. The app listens on 127.0.0.1 unless told otherwise (`--host`; `--share` asks
-Gradio for a public link), refuses uploads over `--max-upload-mb` and driving videos over
-`--max-frames` frames, animates one request at a time (the others wait in a queue), and keeps
+Gradio for a public link), refuses uploads over `--max-upload-mb`, animates at most
+`--max-frames` frames of a driving video (a longer one is cut there, and the page says so),
+one request at a time (the others wait in a queue), and keeps
 uploads and results in its own temporary folder, removed on exit. Bad input (not an image, a
-video without a face with crop on, a file past the caps) is a message in the page; the app
+video without a face with crop on, an upload past the size cap) is a message in the page; the app
 keeps serving.
 """
 import os
@@ -50,13 +51,12 @@ class Demo:
 
     def animate(self, source, driving, mode="relative", crop=False, paste_back=False,
                 best_frame="", side_by_side=False, progress=None):
-        """The result video's path; bad input raises DemoError or AnimationError (one line)."""
+        """(`animation.Result`, a note on the frames cut past `max_frames` or ""); bad input
+        raises DemoError or AnimationError (one line)."""
         source = self._upload(source, "photo")
         driving = self._upload(driving, "driving video")
         video = animation.open_video(driving)
-        if video.count and video.count > self.max_frames:
-            raise DemoError(f"The driving video has {video.count} frames; this server "
-                            f"animates at most {self.max_frames} (--max-frames).")
+        cut = bool(video.count and video.count > self.max_frames)
         options = animation.Options(mode=mode, crop=bool(crop), paste_back=bool(paste_back),
                                      best_frame=str(best_frame).strip() or None,
                                      side_by_side=bool(side_by_side),
@@ -65,7 +65,9 @@ class Demo:
         out.parent.mkdir(parents=True, exist_ok=True)
         result = animation.animate(self.animator, source, out, driving=driving,
                                    options=options, progress=progress)
-        return result
+        note = (f" (the first {result.frames} of {video.count} frames: this server animates at "
+                f"most {self.max_frames}, --max-frames)" if cut else "")
+        return result, note
 
 
 def build(app, examples=()):
@@ -81,13 +83,14 @@ def build(app, examples=()):
                                  side_by_side, progress=report)
         except (DemoError, animation.AnimationError, media.MediaError) as e:
             raise gr.Error(str(e).splitlines()[0], print_exception=False) from None
-        return str(result.path), result.summary().split(": ", 1)[1]
+        result, note = result
+        return str(result.path), result.summary().split(": ", 1)[1] + note
 
     with gr.Blocks(title="fnevr_jax: animate a photo") as page:
         gr.Markdown(f"## Animate a photo with a driving video\n{app.animator.description}, "
                     f"{app.animator.config.image_size} px. "
-                    f"Uploads up to {app.max_upload_mb} MB, videos up to {app.max_frames} "
-                    "frames; one animation at a time.")
+                    f"Uploads up to {app.max_upload_mb} MB; the first {app.max_frames} frames "
+                    "of a video are animated; one animation at a time.")
         with gr.Row():
             source = gr.Image(type="filepath", label="Photo", elem_id="source")
             driving = gr.Video(label="Driving video", elem_id="driving", sources=["upload"])
@@ -152,7 +155,8 @@ def main(argv=None):
     p.add_argument("--max-upload-mb", type=int, default=MAX_UPLOAD_MB,
                    help="largest upload in MB (default %(default)s)")
     p.add_argument("--max-frames", type=int, default=MAX_FRAMES,
-                   help="longest driving video in frames (default %(default)s)")
+                   help="frames of a driving video animated; a longer one is cut "
+                        "(default %(default)s)")
     p.add_argument("--batch-size", type=int, default=8, help="frames per network call")
     args = cli.parse(p, argv)
     if args.max_upload_mb < 1 or args.max_frames < 1:

@@ -17,6 +17,11 @@ ROOT = pathlib.Path(__file__).parent.parent
 NOTEBOOKS = sorted((ROOT / "colabs").glob("*.ipynb"))
 
 
+def test_the_three_notebooks_exist():
+    assert [p.name for p in NOTEBOOKS] == ["animate.ipynb", "nerf_head.ipynb",
+                                          "train_quick.ipynb"]
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_is_stored_clean(path):
     """No outputs or execution counts; a markdown cell first; one `parameters` cell with SMOKE."""
