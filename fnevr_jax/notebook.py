@@ -83,8 +83,13 @@ def _display(html, text):
     display(HTML(html))
 
 
-def show_video(path, width=768):
-    """A playable video (with its audio) embedded in the notebook."""
+def show_video(path, width=768, max_mb=50):
+    """A playable video (with its audio) embedded in the notebook; a file over `max_mb` is
+    not embedded (a notebook holding it would be too large for the browser): download it."""
+    size = pathlib.Path(path).stat().st_size
+    if size > max_mb * 2**20:
+        print(f"{path}: {size / 2**20:.0f} MB, too large to show inline; download it")
+        return
     data = base64.b64encode(pathlib.Path(path).read_bytes()).decode()
     kind = "image/gif" if str(path).endswith(".gif") else "video/mp4"
     if kind == "image/gif":
