@@ -7,6 +7,8 @@ Variants (`--config=configs/fnevr.py:VARIANT`):
   quick   The built-in synthetic heads at 64x64 with narrow networks: a first run on a laptop
           (minutes on 2 CPU cores) and CI.
   hd512   FNeVR at 512x512; keypoint and dense-motion networks still work at 64x64.
+  smoke   quick's recipe with very narrow networks at 32x32 and a short run: a check that the
+          whole pipeline runs (the notebooks' SMOKE mode), not a model that learns to animate.
 
     python train.py --config=configs/fnevr.py --workdir=runs/fnevr --config.data.dir=vox-shards
     python train.py --config=configs/fnevr.py:quick --workdir=runs/quick
@@ -15,7 +17,7 @@ Every field can be overridden, e.g. `--config.train.batch_size=40`.
 """
 import ml_collections
 
-VARIANTS = ("vox256", "fomm", "quick", "hd512")
+VARIANTS = ("vox256", "fomm", "quick", "hd512", "smoke")
 
 
 def get_config(arg=None):
@@ -90,7 +92,7 @@ def get_config(arg=None):
     if variant == "hd512":
         c.kp_detector.scale_factor = 0.125
         c.dense_motion.scale_factor = 0.125
-    if variant == "quick":
+    if variant in ("quick", "smoke"):
         c.image_size = 64
         c.kp_detector.update(block_expansion=16, max_features=128, num_blocks=3,
                              scale_factor=0.5)
@@ -123,4 +125,20 @@ def get_config(arg=None):
         c.sigma_loss.num_points = 32
         c.log.update(every_steps=10, image_every_steps=200, eval_every_steps=200,
                      checkpoint_every_steps=200)
+    if variant == "smoke":
+        c.image_size = 32
+        c.kp_detector.update(block_expansion=8, max_features=32, num_blocks=2, num_kp=5)
+        c.generator.update(block_expansion=8, max_features=32)
+        c.dense_motion.update(block_expansion=8, max_features=32, num_blocks=2)
+        c.fvr.update(color_channels=32, sigma_channels=32, hidden=16)
+        c.spade.update(mid_channels=16, block_channels=(16, 4))
+        c.discriminator.update(block_expansion=8, max_features=32)
+        c.pose_editor.hidden = (16,)
+        c.mesh_weights.width = 8
+        c.perceptual.scales = (1.0,)
+        c.sigma_loss.num_points = 16
+        c.data.update(num_repeats=2, eval_clips=2, eval_frames=8)
+        c.train.num_steps = 30
+        c.log.update(every_steps=5, image_every_steps=15, eval_every_steps=15,
+                     checkpoint_every_steps=15)
     return c

@@ -19,10 +19,23 @@ CROP_SCALE = 1.8      # crop side / face box side
 CROP_SHIFT = 0.1      # crop centre above the face centre, in face box heights
 
 
+def protobuf_compat():
+    """mediapipe's compiled bindings look up message classes with
+    ``MessageFactory.GetPrototype``, which protobuf 5 removed (``GetMessageClass`` replaced it).
+    The lookup fails and falls back, but leaves the AttributeError pending in the interpreter,
+    which a Jupyter kernel then raises in the middle of a cell. This restores the method;
+    call it before importing mediapipe."""
+    from google.protobuf import message_factory
+    if not hasattr(message_factory.MessageFactory, "GetPrototype"):
+        message_factory.MessageFactory.GetPrototype = (
+            lambda self, descriptor: message_factory.GetMessageClass(descriptor))
+
+
 class FaceDetector:
     """mediapipe's face detector; ``detector(frame)`` gives (k, 5) boxes and scores."""
 
     def __init__(self, min_confidence: float = 0.5):
+        protobuf_compat()
         from mediapipe.python.solutions import face_detection
 
         self._det = face_detection.FaceDetection(model_selection=1,

@@ -77,6 +77,8 @@ class FaceMesh:
     """mediapipe's 468-point face mesh, one face per frame; use as a context manager."""
 
     def __init__(self, static: bool = False, min_confidence: float = 0.5):
+        from data_pipelines.face_crop import protobuf_compat
+        protobuf_compat()
         from mediapipe.python.solutions import face_mesh
 
         self._mesh = face_mesh.FaceMesh(static_image_mode=static, max_num_faces=1,

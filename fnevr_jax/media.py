@@ -112,7 +112,8 @@ class VideoWriter:
                 result = subprocess.run(
                     [ffmpeg(), "-y", "-v", "error", "-i", str(self.tmp), "-i",
                      str(self.audio_from), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
-                     "-c:a", "aac", "-shortest", str(muxed)], capture_output=True, text=True)
+                     "-c:a", "aac", "-t", f"{self.count / self.fps:.6f}", str(muxed)],
+                    capture_output=True, text=True)   # the audio cut to the video, every frame kept
                 if result.returncode:
                     muxed.unlink(missing_ok=True)
                     raise MediaError(f"copying the audio failed: {result.stderr.strip()[:200]}")

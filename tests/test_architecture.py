@@ -13,7 +13,7 @@ LAYERS = (
     ("configs",),
     ("fnevr_jax", "fnevr_jax.ops", "fnevr_jax.rendering", "fnevr_jax.torch_io",
      "fnevr_jax.data.shards", "fnevr_jax.pretrained.files", "fnevr_jax.checkpoint_io",
-     "fnevr_jax.sharding", "fnevr_jax.cli"),
+     "fnevr_jax.sharding", "fnevr_jax.cli", "fnevr_jax.download"),
     ("fnevr_jax.models", "fnevr_jax.pretrained", "fnevr_jax.data", "fnevr_jax.media",
      "fnevr_jax.nerf_head.network"),
     ("fnevr_jax.losses", "fnevr_jax.metrics", "fnevr_jax.convert", "fnevr_jax.parity",
@@ -23,6 +23,7 @@ LAYERS = (
     ("fnevr_jax.loader", "fnevr_jax.api", "fnevr_jax.nerf_head", "fnevr_jax.export"),
     ("fnevr_jax.training.trainer",),
     ("data_pipelines",),
+    ("fnevr_jax.animation", "fnevr_jax.notebook", "fnevr_jax.demo"),
     ("train", "eval", "animate", "benchmarks"),
 )
 PACKAGES = ("configs", "fnevr_jax", "data_pipelines", "benchmarks")

@@ -6,7 +6,7 @@ import pytest
 
 COMMANDS = ["train", "eval", "animate", "fnevr_jax.convert", "fnevr_jax.api",
             "fnevr_jax.nerf_head.fit", "fnevr_jax.nerf_head.render", "data_pipelines.synthetic",
-            "data_pipelines.preprocess"]
+            "data_pipelines.preprocess", "fnevr_jax.demo"]
 WITH_CONFIG = ["train", "eval", "fnevr_jax.nerf_head.fit"]
 
 

@@ -51,3 +51,16 @@ def make_data(out_dir):
     return out_dir
 
 
+
+
+def write_checkpoint(out, seed=0):
+    """An orbax checkpoint (`checkpoint_io.save_variables`, as `fnevr_jax.convert` writes) of
+    the tiny FNeVR networks with random weights: any command loads it and runs it fast."""
+    import jax
+
+    from fnevr_jax import checkpoint_io
+    from fnevr_jax.models import init_variables
+    c = config("unused")
+    variables = init_variables(c, jax.random.key(seed), with_discriminator=False)
+    return checkpoint_io.save_variables(out, variables, {"model": "fnevr",
+                                                         "config": c.to_dict()})

@@ -87,7 +87,7 @@ def train_and_evaluate(config, workdir, task=None):
     `task` defaults to the one `config` names. Returns (final step, parameter checksum): the
     sum of all parameters on this process, equal on every process of a multi-host run.
     """
-    workdir = pathlib.Path(workdir)
+    workdir = pathlib.Path(workdir).absolute()   # orbax needs absolute paths
     workdir.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0
     task = task or tasks.get_task(config)
