@@ -28,8 +28,8 @@ def get_config(arg=None):
     c.image_size = 512 if variant == "hd512" else 256
     c.num_channels = 3
     c.dtype = "float32"  # compute dtype of the networks: float32 or bfloat16
-    # grid_sample of the generator's warps and dense motion (fnevr_jax/ops/grid_sample.py):
-    # "gather" (scatter-add backward) or "matmul" (scatter-free, ~1000x the FLOPs)
+    # grid_sample of the generator's feature warp (fnevr_jax/ops/grid_sample.py): "gather"
+    # (scatter-add backward) or "matmul" (scatter-free, ~1500x the FLOPs; benchmarks/grid_sample.py)
     c.grid_sample_impl = "gather"
 
     c.kp_detector = ml_collections.ConfigDict(dict(

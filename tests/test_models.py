@@ -146,8 +146,9 @@ def test_fvr_last_layer_after_compositing_equals_the_official_per_sample_order()
 
 
 def test_grid_sample_impl_reaches_every_warp_and_keeps_the_output():
-    """config.grid_sample_impl="matmul" replaces the gathers of all three warps (features,
-    `deformed`, the dense motion's sources) and keeps the outputs and the gradients."""
+    """config.grid_sample_impl="matmul" replaces the feature warp's gather (and nothing else:
+    the other warps sample the input frame, so their backward has no scatter) and keeps the
+    outputs and the gradients."""
     from tests import tiny
     results = {}
     for impl in ("gather", "matmul"):
@@ -168,7 +169,7 @@ def test_grid_sample_impl_reaches_every_warp_and_keeps_the_output():
         grads, out = jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))(
             variables["params"], kp["value"])
         results[impl] = (jaxpr.count(" gather["), grads, out)
-    assert results["gather"][0] - results["matmul"][0] == 3
+    assert results["gather"][0] - results["matmul"][0] == 1
     for ref, new in zip(jax.tree.leaves(results["gather"][1:]),
                         jax.tree.leaves(results["matmul"][1:])):
         # float32 rounding through the networks (some gradients are ~0: bias before BatchNorm)

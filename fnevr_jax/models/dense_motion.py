@@ -32,7 +32,6 @@ class DenseMotionNetwork(nn.Module):
     kp_variance: float = 0.01
     estimate_occlusion_map: bool = True
     dtype: Any = jnp.float32
-    grid_sample_impl: str = "gather"  # `impl` of grid_sample (fnevr_jax/ops/grid_sample.py)
 
     @nn.compact
     def __call__(self, source, kp_source, kp_driving, train=False):
@@ -45,8 +44,7 @@ class DenseMotionNetwork(nn.Module):
 
         motion = sparse_motions((h, w), kp_source, kp_driving)  # [B,K+1,h,w,2]
         repeated = jnp.broadcast_to(source[:, None], (b, k1, h, w, c)).reshape(b * k1, h, w, c)
-        deformed = grid_sample(repeated, motion.reshape(b * k1, h, w, 2).astype(source.dtype),
-                               impl=self.grid_sample_impl)
+        deformed = grid_sample(repeated, motion.reshape(b * k1, h, w, 2).astype(source.dtype))
         deformed = deformed.reshape(b, k1, h, w, c).transpose(0, 2, 3, 1, 4)  # [B,h,w,K+1,C]
 
         # Per group k the channels are [heat_k, R_k, G_k, B_k] (official channel order).

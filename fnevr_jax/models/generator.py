@@ -28,8 +28,10 @@ def warp(x, deformation, impl="gather"):
 class OcclusionAwareGenerator(nn.Module):
     """Shared encoder/warping; subclasses define `decode(warped, out, train)`.
 
-    `dense_motion` holds the DenseMotionNetwork fields (a tuple of (name, value) pairs);
-    `grid_sample_impl` is the `impl` of every `grid_sample` here and in the dense motion.
+    `dense_motion` holds the DenseMotionNetwork fields (a tuple of (name, value) pairs).
+    `grid_sample_impl` is the `impl` of the feature warp, the one warp whose backward reaches the
+    image (a scatter-add with "gather"): the dense motion's sources and `deformed` sample the
+    input frame, which has no gradient, so their backward has no scatter and they keep "gather".
     """
     num_kp: int = 10
     block_expansion: int = 64
@@ -48,14 +50,12 @@ class OcclusionAwareGenerator(nn.Module):
             source.astype(self.dtype), train)
         for i in range(self.num_down_blocks):
             out = DownBlock2d(self.width(i + 1), self.dtype, name=f"down_blocks_{i}")(out, train)
-        motion = DenseMotionNetwork(num_kp=self.num_kp, dtype=self.dtype,
-                                    grid_sample_impl=self.grid_sample_impl,
-                                    name="dense_motion_network",
+        motion = DenseMotionNetwork(num_kp=self.num_kp, dtype=self.dtype, name="dense_motion_network",
                                     **dict(self.dense_motion))(source, kp_source, kp_driving, train)
         out = warp(out, motion["deformation"], self.grid_sample_impl)
         result = {"mask": motion["mask"], "sparse_deformed": motion["sparse_deformed"],
                   "deformation": motion["deformation"],
-                  "deformed": warp(source, motion["deformation"], self.grid_sample_impl)}
+                  "deformed": warp(source, motion["deformation"])}
         if "occlusion_map" in motion:
             occlusion = motion["occlusion_map"]
             if occlusion.shape[1:3] != out.shape[1:3]:
