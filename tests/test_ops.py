@@ -161,6 +161,12 @@ def test_grid_sample_gradients_float64_finite_differences(impl, padding, align_c
             fd = jax.vmap(diff)(basis).reshape(base.shape)
             np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
         assert np.abs(np.asarray(g_grid)).max() > 0.1 and np.abs(np.asarray(g_img)).max() > 0.1
+        # forward mode agrees with reverse mode along a random direction
+        d_img = jnp.asarray(rng.standard_normal(img.shape), jnp.float64)
+        d_grid = jnp.asarray(rng.standard_normal(grid.shape), jnp.float64)
+        tangent = jax.jvp(loss, (img, grid), (d_img, d_grid))[1]
+        np.testing.assert_allclose(tangent, jnp.sum(g_img * d_img) + jnp.sum(g_grid * d_grid),
+                                   rtol=1e-10)
 
 
 @pytest.mark.parametrize("padding,align_corners", GRAD_CASES + [("reflection", False)])

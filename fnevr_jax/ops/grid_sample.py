@@ -122,23 +122,20 @@ def _sample_gather(x, gx, gy):
     return _weighted_taps(weights.astype(taps.dtype), taps).astype(x.dtype)
 
 
-@jax.custom_vjp
+@jax.custom_jvp
 def _weighted_taps(weights, taps):
-    """Σ_k weights[..., k] · taps[..., k, :]: four explicit terms, as XLA:CPU ran jnp.sum over
-    the size-4 tap axis about 10x slower (benchmarks/grid_sample.py); the VJP is written out
-    because the autodiff of the four terms (four reductions over C) was slower than one."""
+    """Σ_k weights[..., k] · taps[..., k, :] as four explicit terms: XLA:CPU ran jnp.sum over
+    the size-4 tap axis about 10x slower (BENCHMARKS.md, grid_sample)."""
     return sum(weights[..., k, None] * taps[..., k, :] for k in range(4))
 
 
-def _weighted_taps_fwd(weights, taps):
-    return _weighted_taps(weights, taps), (weights, taps)
-
-
-def _weighted_taps_bwd(residuals, cotangent):
-    weights, taps = residuals
-    return (jnp.sum(taps * cotangent[..., None, :], axis=-1),
-            weights[..., None] * cotangent[..., None, :])
-
-
-_weighted_taps.defvjp(_weighted_taps_fwd, _weighted_taps_bwd)
+@_weighted_taps.defjvp
+def _weighted_taps_jvp(primals, tangents):
+    """The tangent as one reduction over the taps, whose transpose (the VJP) reduces over C once
+    for the weights; the transpose of the four terms (four reductions) was slower."""
+    weights, taps = primals
+    d_weights, d_taps = tangents
+    tangent = (jnp.sum(d_weights[..., None] * taps, axis=-2)
+               + jnp.sum(weights[..., None] * d_taps, axis=-2))
+    return _weighted_taps(weights, taps), tangent
 
