@@ -29,7 +29,7 @@ def get_config(arg=None):
     c.num_channels = 3
     c.dtype = "float32"  # compute dtype of the networks: float32 or bfloat16
     # grid_sample of the generator's feature warp (fnevr_jax/ops/grid_sample.py): "gather"
-    # (scatter-add backward) or "matmul" (scatter-free, ~1500x the FLOPs; benchmarks/grid_sample.py)
+    # (scatter-add backward) or "matmul" (scatter-free, ~1500x the FLOPs; BENCHMARKS.md)
     c.grid_sample_impl = "gather"
 
     c.kp_detector = ml_collections.ConfigDict(dict(
