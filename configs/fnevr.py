@@ -30,6 +30,9 @@ def get_config(arg=None):
     c.image_size = 512 if variant == "hd512" else 256
     c.num_channels = 3
     c.dtype = "float32"  # compute dtype of the networks: float32 or bfloat16
+    # grid_sample of the generator's feature warp (fnevr_jax/ops/grid_sample.py): "gather"
+    # (scatter-add backward) or "matmul" (scatter-free, ~1500x the FLOPs; BENCHMARKS.md)
+    c.grid_sample_impl = "gather"
 
     c.kp_detector = ml_collections.ConfigDict(dict(
         num_kp=10, block_expansion=32, max_features=1024, num_blocks=5, temperature=0.1,

@@ -142,3 +142,35 @@ def test_fvr_last_layer_after_compositing_equals_the_official_per_sample_order()
         vars32 = jax.tree.map(lambda x: x.astype(jnp.float32), variables)
         out32 = jax.jit(fvr32.apply)(vars32, feature.astype(jnp.float32))["feature"]
         np.testing.assert_allclose(out32, reference, rtol=0, atol=2e-6)
+
+
+
+def test_grid_sample_impl_reaches_every_warp_and_keeps_the_output():
+    """config.grid_sample_impl="matmul" replaces the feature warp's gather (and nothing else:
+    the other warps sample the input frame, so their backward has no scatter) and keeps the
+    outputs and the gradients."""
+    from tests import tiny
+    results = {}
+    for impl in ("gather", "matmul"):
+        config = tiny.config("unused", grid_sample_impl=impl)
+        generator = build_models(config)["generator"]
+        image, kp = example_inputs(config, batch=2)
+        image = jax.random.uniform(jax.random.key(1), image.shape)
+        noise = 0.1 * jax.random.normal(jax.random.key(2), kp["value"].shape)
+        kp_driving = {**kp, "value": kp["value"] + noise}
+        variables = generator.init(jax.random.key(0), image, kp, kp_driving)
+
+        def loss(params, kp_value):
+            out = generator.apply({**variables, "params": params}, image,
+                                  {**kp, "value": kp_value}, kp_driving)
+            return jnp.sum(out["prediction"] ** 2) + jnp.sum(out["deformed"] ** 2), out
+
+        jaxpr = str(jax.make_jaxpr(loss)(variables["params"], kp["value"]))
+        grads, out = jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))(
+            variables["params"], kp["value"])
+        results[impl] = (jaxpr.count(" gather["), grads, out)
+    assert results["gather"][0] - results["matmul"][0] == 1
+    for ref, new in zip(jax.tree.leaves(results["gather"][1:]),
+                        jax.tree.leaves(results["matmul"][1:])):
+        # float32 rounding through the networks (some gradients are ~0: bias before BatchNorm)
+        np.testing.assert_allclose(new, ref, atol=1e-3 * float(np.abs(ref).max()) + 1e-4)

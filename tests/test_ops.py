@@ -106,6 +106,88 @@ def test_grid_sample_gradients_match_finite_differences():
     np.testing.assert_allclose(g_img, ref, atol=1e-6)
 
 
+# impl="matmul" (scatter-free) against the default gather: forward and both gradients.
+GRAD_CASES = [(p, a) for p in ("zeros", "border") for a in (False, True)]
+
+
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("channels", [2, 9])  # C < W: separable path; C >= W: dense matrix
+def test_grid_sample_matmul_forward_equals_gather(padding, align_corners, channels):
+    rng = np.random.default_rng(3)
+    img = jnp.asarray(rng.standard_normal((2, 5, 7, channels)), jnp.float32)
+    grid = jnp.asarray(rng.uniform(-1.6, 1.6, size=(2, 6, 4, 2)), jnp.float32)  # some outside
+    ref = grid_sample(img, grid, padding, align_corners)
+    out = grid_sample(img, grid, padding, align_corners, impl="matmul")
+    assert out.shape == ref.shape == (2, 6, 4, channels)
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+    pts = np.asarray(grid[0, 0])
+    scalar = [_reference_sample(np.asarray(img[0, :, :, 1]), gx, gy, padding, align_corners)
+              for gx, gy in pts]
+    np.testing.assert_allclose(out[0, 0, :, 1], scalar, atol=1e-5)
+
+
+def _probe_loss(impl, padding, align_corners, probe):
+    def loss(img, grid):
+        return jnp.sum(grid_sample(img, grid, padding, align_corners, impl) * probe)
+    return loss
+
+
+@pytest.mark.parametrize("impl", ["gather", "matmul"])
+@pytest.mark.parametrize("padding,align_corners", GRAD_CASES)
+@pytest.mark.parametrize("channels", [2, 9])
+def test_grid_sample_gradients_float64_finite_differences(impl, padding, align_corners, channels):
+    """Every entry of both gradients against central differences, in float64, with points inside,
+    across the border and outside the image (zeros: taps dropped; border: clamped)."""
+    rng = np.random.default_rng(4)
+    with jax.enable_x64(True):
+        img = jnp.asarray(rng.standard_normal((1, 4, 5, channels)), jnp.float64)
+        grid = jnp.asarray(rng.uniform(-1.4, 1.4, size=(1, 3, 4, 2)), jnp.float64)
+        probe = jnp.asarray(rng.standard_normal((1, 3, 4, channels)), jnp.float64)
+        loss = jax.jit(_probe_loss(impl, padding, align_corners, probe))
+        g_img, g_grid = jax.grad(loss, argnums=(0, 1))(img, grid)
+        eps = 1e-6
+        for arg, grad in ((0, g_img), (1, g_grid)):
+            base = (img, grid)[arg]
+            basis = jnp.eye(base.size, dtype=jnp.float64).reshape(-1, *base.shape) * eps
+
+            def diff(d, arg=arg):
+                plus = [img, grid]
+                minus = [img, grid]
+                plus[arg] = plus[arg] + d
+                minus[arg] = minus[arg] - d
+                return (loss(*plus) - loss(*minus)) / (2 * eps)
+
+            fd = jax.vmap(diff)(basis).reshape(base.shape)
+            np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
+        assert np.abs(np.asarray(g_grid)).max() > 0.1 and np.abs(np.asarray(g_img)).max() > 0.1
+        # forward mode agrees with reverse mode along a random direction
+        d_img = jnp.asarray(rng.standard_normal(img.shape), jnp.float64)
+        d_grid = jnp.asarray(rng.standard_normal(grid.shape), jnp.float64)
+        tangent = jax.jvp(loss, (img, grid), (d_img, d_grid))[1]
+        np.testing.assert_allclose(tangent, jnp.sum(g_img * d_img) + jnp.sum(g_grid * d_grid),
+                                   rtol=1e-10)
+
+
+@pytest.mark.parametrize("padding,align_corners", GRAD_CASES + [("reflection", False)])
+@pytest.mark.parametrize("channels", [3, 16])
+def test_grid_sample_matmul_gradients_equal_gather(padding, align_corners, channels):
+    rng = np.random.default_rng(5)
+    img = jnp.asarray(rng.standard_normal((2, 8, 8, channels)), jnp.float32)
+    grid = jnp.asarray(rng.uniform(-1.3, 1.3, size=(2, 8, 8, 2)), jnp.float32)
+    probe = jnp.asarray(rng.standard_normal((2, 8, 8, channels)), jnp.float32)
+    grads = {impl: jax.jit(jax.grad(_probe_loss(impl, padding, align_corners, probe),
+                                    argnums=(0, 1)))(img, grid)
+             for impl in ("gather", "matmul")}
+    for ref, out in zip(grads["gather"], grads["matmul"]):
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_grid_sample_rejects_unknown_impl():
+    with pytest.raises(ValueError, match="impl must be one of"):
+        grid_sample(jnp.ones((1, 2, 2, 1)), jnp.zeros((1, 1, 1, 2)), impl="scatter")
+
+
 def test_resize_bilinear_align_corners_true_matches_map_coordinates():
     rng = np.random.default_rng(2)
     x = rng.standard_normal((1, 5, 7, 2)).astype(np.float32)

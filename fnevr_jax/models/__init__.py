@@ -21,7 +21,9 @@ def build_models(config):
     common = dict(num_kp=num_kp, dense_motion=tuple(sorted(config.dense_motion.to_dict().items())),
                   dtype=dtype, block_expansion=config.generator.block_expansion,
                   max_features=config.generator.max_features,
-                  num_down_blocks=config.generator.num_down_blocks)
+                  num_down_blocks=config.generator.num_down_blocks,
+                  # configs saved before the field existed used the gather
+                  grid_sample_impl=config.get("grid_sample_impl", "gather"))
     if config.model == "fnevr":
         generator = FNeVRGenerator(**common, **config.fvr.to_dict(),
                                    spade_channels=config.spade.mid_channels,

@@ -18,17 +18,20 @@ from fnevr_jax.models.spade import SPADEDecoder
 from fnevr_jax.ops import grid_sample, resize_bilinear
 
 
-def warp(x, deformation):
+def warp(x, deformation, impl="gather"):
     """Backward-warps `x` [B,H,W,C] by the flow [B,h,w,2], resizing the flow (bilinear) if needed."""
     if deformation.shape[1:3] != x.shape[1:3]:
         deformation = resize_bilinear(deformation, x.shape[1:3])
-    return grid_sample(x, deformation.astype(x.dtype))
+    return grid_sample(x, deformation.astype(x.dtype), impl=impl)
 
 
 class OcclusionAwareGenerator(nn.Module):
     """Shared encoder/warping; subclasses define `decode(warped, out, train)`.
 
     `dense_motion` holds the DenseMotionNetwork fields (a tuple of (name, value) pairs).
+    `grid_sample_impl` is the `impl` of the feature warp, the one warp whose backward reaches the
+    image (a scatter-add with "gather"): the dense motion's sources and `deformed` sample the
+    input frame, which has no gradient, so their backward has no scatter and they keep "gather".
     """
     num_kp: int = 10
     block_expansion: int = 64
@@ -36,6 +39,7 @@ class OcclusionAwareGenerator(nn.Module):
     num_down_blocks: int = 2
     dense_motion: tuple = ()
     dtype: Any = jnp.float32
+    grid_sample_impl: str = "gather"
 
     def width(self, level):
         return feature_width(self.block_expansion, self.max_features, level)
@@ -48,7 +52,7 @@ class OcclusionAwareGenerator(nn.Module):
             out = DownBlock2d(self.width(i + 1), self.dtype, name=f"down_blocks_{i}")(out, train)
         motion = DenseMotionNetwork(num_kp=self.num_kp, dtype=self.dtype, name="dense_motion_network",
                                     **dict(self.dense_motion))(source, kp_source, kp_driving, train)
-        out = warp(out, motion["deformation"])
+        out = warp(out, motion["deformation"], self.grid_sample_impl)
         result = {"mask": motion["mask"], "sparse_deformed": motion["sparse_deformed"],
                   "deformation": motion["deformation"],
                   "deformed": warp(source, motion["deformation"])}
