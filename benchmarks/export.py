@@ -29,22 +29,9 @@ import numpy as np
 
 from fnevr_jax import cli, export, loader
 from fnevr_jax.parity import fixture_state_dict
+from timing import median_seconds
 
 DATA = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data"
-
-
-def timed(fns, iters):
-    """Median seconds of each of `fns` ({name: fn}) over `iters` rounds after one warm-up call
-    each; every round times each engine once, so a change in machine load reaches all alike."""
-    for fn in fns.values():
-        fn()                                     # warm-up (compilation, session set-up)
-    times = {name: [] for name in fns}
-    for _ in range(iters):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def official_frame(model, checkout, state_dict):
@@ -112,8 +99,8 @@ def bench(model, batch_sizes, iters, checkout=None):
         size = config.image_size
         source, driving = rng.random((2, batch, size, size, 3), np.float32)
         reference = engines["XLA (jit)"](source, driving)
-        seconds = timed({name: functools.partial(fn, source, driving)
-                         for name, fn in engines.items()}, iters)
+        seconds = median_seconds({name: functools.partial(fn, source, driving)
+                                  for name, fn in engines.items()}, iters)
         official = [v for k, v in seconds.items() if k.startswith("official")]
         for name, fn in engines.items():
             diff = float(np.abs(fn(source, driving) - reference).max())

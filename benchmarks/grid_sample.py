@@ -16,8 +16,6 @@ of a ones cotangent), the runs of the implementations interleaved; and, from the
 forward+backward, XLA's FLOPs, bytes accessed and temporary memory (`cost.costs`).
 """
 import platform
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +24,7 @@ from cost import costs
 from fnevr_jax import cli
 from fnevr_jax.ops import coordinate_grid, grid_sample
 from fnevr_jax.ops.grid_sample import IMPLS
+from timing import median_seconds
 
 K1 = 11  # dense motion's K + 1 sparse motions (10 keypoints and the identity)
 
@@ -76,15 +75,11 @@ def main():
     for name, (x, grid, image_grad) in warps(args.batch, dtype).items():
         compiled = {impl: programs(impl, image_grad) for impl in IMPLS}
         cost = {impl: costs(fb.lower(x, grid).compile()) for impl, (_, fb) in compiled.items()}
-        times = {(impl, part): [] for impl in IMPLS for part in (0, 1)}
-        for _ in range(args.repeats + 1):  # the first round compiles and warms up
-            for impl in IMPLS:
-                for part, fn in enumerate(compiled[impl]):
-                    start = time.perf_counter()
-                    jax.block_until_ready(fn(x, grid))
-                    times[impl, part].append(time.perf_counter() - start)
+        seconds = median_seconds(
+            {(impl, part): (lambda fn=fn: jax.block_until_ready(fn(x, grid)))
+             for impl in IMPLS for part, fn in enumerate(compiled[impl])}, args.repeats)
         for impl in IMPLS:
-            fwd, fb = (1e3 * statistics.median(times[impl, part][1:]) for part in (0, 1))
+            fwd, fb = (1e3 * seconds[impl, part] for part in (0, 1))
             c = cost[impl]
             print(f"| {name} | {impl} | {fwd:.1f} | {fb:.1f} | {c['gflop']:.2f} | "
                   f"{c['gbytes']:.3f} | {c['temp_gib']:.3f} |")

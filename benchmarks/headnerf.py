@@ -12,9 +12,7 @@ is skipped with a message. Run both from one interpreter that has jax and torch.
 """
 import json
 import pathlib
-import statistics
 import sys
-import time
 
 import jax
 import numpy as np
@@ -25,20 +23,11 @@ from fnevr_jax import cli  # noqa: E402
 from fnevr_jax.api import HeadModel  # noqa: E402
 from fnevr_jax.convert import from_headnerf_state_dict, headnerf_config  # noqa: E402
 from fnevr_jax.parity import fixture_state_dict  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 INPUTS = ("iden_code", "expr_code", "text_code", "illu_code", "c2w_rmats", "c2w_tvecs",
           "inv_inmats")
-
-
-def _median_seconds(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def models():
@@ -56,7 +45,7 @@ def models():
 def jax_seconds(para, state, inputs, repeats):
     config = headnerf_config(para)
     head = HeadModel(from_headnerf_state_dict(state, config)["params"], config)
-    return _median_seconds(lambda: jax.block_until_ready(head.render(**inputs)), repeats)
+    return median_seconds({"jax": lambda: jax.block_until_ready(head.render(**inputs))}, repeats)["jax"]
 
 
 def torch_seconds(headnerf_dir, para, state, inputs, repeats):
@@ -76,7 +65,7 @@ def torch_seconds(headnerf_dir, para, state, inputs, repeats):
         with torch.no_grad():
             return net("test", x["batch_xy"], x["batch_uv"], None, shape, appea, x["c2w_rmats"],
                        x["c2w_tvecs"], x["inv_inmats"])
-    return _median_seconds(run, repeats)
+    return median_seconds({"torch": run}, repeats)["torch"]
 
 
 def main():

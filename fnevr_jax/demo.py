@@ -87,7 +87,10 @@ def build(app, examples=()):
         return str(result.path), result.summary().split(": ", 1)[1] + note
 
     with gr.Blocks(title="fnevr_jax: animate a photo") as page:
-        gr.Markdown(f"## Animate a photo with a driving video\n{app.animator.description}, "
+        # The model's description without the checkpoint's folders (often a temporary path).
+        model = app.animator.description.split(" (", 1)
+        model[0] = pathlib.PurePath(model[0]).name or model[0]
+        gr.Markdown(f"## Animate a photo with a driving video\n{' ('.join(model)}, "
                     f"{app.animator.config.image_size} px. "
                     f"Uploads up to {app.max_upload_mb} MB; the first {app.max_frames} frames "
                     "of a video are animated; one animation at a time.")

@@ -18,6 +18,8 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="fnev
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import pathlib
+import shutil
+import signal
 
 import pytest
 
@@ -34,3 +36,36 @@ def tiny_data(tmp_path_factory):
     """A 32x32 synthetic dataset (8 train clips of 4 identities, 2 test clips)."""
     from tests import tiny
     return tiny.make_data(tmp_path_factory.mktemp("tiny_synthetic"))
+
+
+# The README's first run (tests/first_run.py) starts when collection finishes and runs beside
+# the rest of the suite; its test goes last and waits for it.
+FIRST_RUN_MODULE = "test_train_quick.py"
+FIRST_RUN = pytest.StashKey()
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name == FIRST_RUN_MODULE)   # stable: others keep order
+
+
+def pytest_collection_finish(session):
+    if not session.config.option.collectonly and any(
+            item.path.name == FIRST_RUN_MODULE for item in session.items):
+        from tests import first_run
+        folder = pathlib.Path(tempfile.mkdtemp(prefix="fnevr_jax_first_run_"))
+        session.config.stash[FIRST_RUN] = (first_run.start(folder), folder)
+
+
+def pytest_sessionfinish(session):
+    proc, folder = session.config.stash.get(FIRST_RUN, (None, None))
+    if proc is not None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)     # the pipeline and the train.py it runs
+        proc.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def first_run(request):
+    """(process, folder) of the background first run (tests/first_run.py)."""
+    return request.config.stash[FIRST_RUN]

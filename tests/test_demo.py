@@ -147,7 +147,7 @@ def _result_src(page, previous=None, timeout=240_000):
 
 
 @needs_feat
-def test_the_app_in_a_browser(server, clips, tmp_path):
+def test_the_app_in_a_browser(server, checkpoint, clips, tmp_path):
     from playwright.sync_api import sync_playwright
     if not pathlib.Path(CHROMIUM).exists():
         pytest.fail("needs the system's Chromium: apt-get install chromium (.ci/run does)")
@@ -156,6 +156,9 @@ def test_the_app_in_a_browser(server, clips, tmp_path):
         browser = _launch(p, tmp_path)
         page = browser.new_page()
         page.goto(url)
+        page.get_by_text("Animate a photo with a driving video").first.wait_for()
+        text = page.locator("body").inner_text()   # the checkpoint's name, not its folders
+        assert checkpoint.name in text and str(checkpoint.parent) not in text
         page.locator("#source input[type=file]").set_input_files(
             str(ROOT / "tests" / "data" / "source.png"))
         _animate(page, clips["face"], crop=False)

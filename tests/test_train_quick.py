@@ -1,5 +1,7 @@
 """The README's first command, whole: synthetic heads, `train.py --config=configs/fnevr.py:quick`,
-then `animate.py` on a held-out clip with the model it just trained.
+then `animate.py` on a held-out clip with the model it just trained. The first two run in the
+background from the start of the suite (tests/first_run.py, started by conftest); this test
+goes last and waits for them.
 
 It checks that the model learned to animate: on held-out identities the reconstruction L1
 (frame 0 drives every frame of the clip) ends well below the L1 of copying the source frame,
@@ -7,7 +9,6 @@ and well below where it stood at the first evaluation; and that the animation of
 held-out example clip is a side-by-side video with the driving clip's frames and frame rate
 whose result panel is closer to the driving clip than its source frame is.
 """
-import os
 import pathlib
 import re
 import subprocess
@@ -15,6 +16,8 @@ import sys
 
 import cv2
 import numpy as np
+
+from tests import first_run as first_run_lib
 
 ROOT = pathlib.Path(__file__).parent.parent
 EVAL_LINE = re.compile(r"\[(\d+)\] eval/l1=([\d.]+), eval/l1_copy_source=([\d.]+)")
@@ -27,12 +30,8 @@ BOUND = 0.85
 
 def _run(*args, timeout):
     # As a user runs it: one CPU device, not the 8 simulated ones of the other tests.
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    if "xla_cpu_max_isa" in os.environ.get("XLA_FLAGS", ""):  # the suite's AVX2 restriction
-        env["XLA_FLAGS"] = " ".join(f for f in os.environ["XLA_FLAGS"].split()
-                                    if "xla_cpu_max_isa" in f)
     result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                            timeout=timeout, env=env)
+                            timeout=timeout, env=first_run_lib.user_env())
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -50,13 +49,14 @@ def _read_video(path):
     return np.stack(frames), fps
 
 
-def test_first_run_learns_to_animate_held_out_heads(tmp_path):
-    data, workdir = tmp_path / "synthetic", tmp_path / "quick"
-    _run("-m", "data_pipelines.synthetic", "--output", str(data), timeout=300)
-    run = _run("train.py", "--config=configs/fnevr.py:quick", f"--workdir={workdir}",
-               f"--config.data.dir={data}", timeout=2400)
-    evals = {int(s): (float(l1), float(copy)) for s, l1, copy in EVAL_LINE.findall(run.stderr)}
-    assert sorted(evals) == [200, 400, 600], run.stderr[-3000:]
+def test_first_run_learns_to_animate_held_out_heads(first_run, tmp_path):
+    proc, folder = first_run
+    data, workdir = folder / "synthetic", folder / "quick"
+    returncode = proc.wait(timeout=3600)
+    log = (folder / "train.log").read_text() if (folder / "train.log").exists() else ""
+    assert returncode == 0, ((folder / "pipeline.log").read_text() + log)[-3000:]
+    evals = {int(s): (float(l1), float(copy)) for s, l1, copy in EVAL_LINE.findall(log)}
+    assert sorted(evals) == [200, 400, 600], log[-3000:]
     copy = evals[600][1]
     assert 0.07 < copy < 0.1  # the synthetic heads move: copying the source is a poor guess
     first, last = evals[200][0], evals[600][0]

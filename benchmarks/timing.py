@@ -1,0 +1,18 @@
+"""Wall-clock timing shared by the benchmarks."""
+import statistics
+import time
+
+
+def median_seconds(fns, rounds):
+    """{name: median seconds of fn()} over `rounds` rounds after one warm-up call of each
+    (compilation, session set-up). Each round calls every fn once, in turn, so a change in the
+    machine's load reaches all of them alike."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
