@@ -282,6 +282,20 @@ def test_global_batches_on_a_mesh(data):
     np.testing.assert_array_equal(np.asarray(batch["source"]), local["source"])
     np.testing.assert_array_equal(np.asarray(batch["identity"]), local["identity"])
     assert it.get_state() == {"next_index": n}
+    # uint8 to the devices, converted there: the same values as the host's float32 frames.
+    it8 = iter(loaders.global_batches(loaders.train_pairs(data, uint8=True, **kw), mesh))
+    batch8 = next(it8)
+    assert batch8["source"].dtype == np.uint8 and batch8["source"].sharding == batch["source"].sharding
+    on_device = jax.jit(loaders.frames_to_float)(batch8)
+    np.testing.assert_allclose(np.asarray(on_device["source"]), local["source"], rtol=1e-7, atol=0)
+    np.testing.assert_array_equal(loaders.frames_to_float(jax.device_get(batch8))["driving"],
+                                  local["driving"])
+    # The prefetch thread runs ahead; the state is that of the batches consumed.
+    _take(it8, 2)
+    state, rest = it8.get_state(), _take(it8, 3)
+    resumed = iter(loaders.global_batches(loaders.train_pairs(data, uint8=True, **kw), mesh))
+    resumed.set_state(state)
+    assert _same(jax.device_get(rest), jax.device_get(_take(resumed, 3)))
     with pytest.raises(ValueError, match="not divisible"):
         loaders.train_pairs(data, batch_size=3, process_index=0, process_count=2)
 

@@ -81,7 +81,7 @@ def test_one_step_on_8_devices_equals_1_device(tiny_data):
         head = state["params"]["kp_detector"]["jacobian"]
         head["kernel"] = 1e-3 * jax.random.normal(jax.random.key(2), head["kernel"].shape)
         batch = {k: v.astype(np.float64) if v.dtype == np.float32 else v
-                 for k, v in next(iter(task.train_data(0))).items()}
+                 for k, v in loaders.frames_to_float(next(iter(task.train_data(0)))).items()}
         rng = jax.random.key(1)
         results = []
         for n in (1, 8):

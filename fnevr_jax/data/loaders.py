@@ -1,6 +1,8 @@
 """grain loaders over clip shards: training pairs, evaluation clips and NeRF head samples.
 
-All frames come out as float32 NHWC in [0, 1]; masks as float32 (H, W, 1) in {0, 1}.
+All frames come out as float32 NHWC in [0, 1], or as uint8 (0..255) with ``uint8=True``, the
+form the trainer sends to the devices (a quarter of the bytes; the step converts them with
+``frames_to_float``); masks as float32 (H, W, 1) in {0, 1}.
 
 - ``train_pairs``: first-order-model's sampling. An epoch visits every identity
   ``num_repeats`` times in a shuffled order; a visit picks one of the identity's clips and two
@@ -218,9 +220,16 @@ def _frame_fields(record: dict, indices, names) -> dict:
     return out
 
 
+def frames_to_float(batch: dict) -> dict:
+    """The batch with its uint8 frames as float32 in [0, 1] (other fields as they are); numpy
+    or jax arrays, so a jitted step converts on the device what the loader sent as uint8."""
+    return {k: v.astype(np.float32) / np.float32(255) if v.dtype == np.uint8 else v
+            for k, v in batch.items()}
+
+
 class _FramesToFloat(grain.transforms.Map):
     def map(self, batch):
-        return {k: _to_float(v) if k in ("source", "driving") else v for k, v in batch.items()}
+        return frames_to_float(batch)
 
 
 def _to_float(frames) -> np.ndarray:
@@ -295,17 +304,19 @@ class PairSampler(grain.transforms.RandomMap):
 class _NerfReader(grain.transforms.Map):
     """Global frame number -> one frame with its mask, camera and codes."""
 
-    def __init__(self, split: shards.Split):
+    def __init__(self, split: shards.Split, uint8: bool = False):
         self._records = _Records(split)
         self._starts = np.concatenate([[0], np.cumsum(split.num_frames)])
         self._identity = split.identity
+        self._uint8 = uint8
 
     def map(self, g) -> dict:
         clip = int(np.searchsorted(self._starts, g, side="right") - 1)
         frame = int(g - self._starts[clip])
         record = self._records[clip]
         fields = _frame_fields(record, [frame], NERF_FIELDS)
-        out = {"image": _to_float(shards.clip_frames(record, [frame])[0]),
+        image = shards.clip_frames(record, [frame])[0]
+        out = {"image": np.ascontiguousarray(image) if self._uint8 else _to_float(image),
                "mask": _mask_float(fields.pop("mask")[0]),
                "identity": np.int32(self._identity[clip]), "clip": np.int32(clip),
                "frame": np.int32(frame)}
@@ -415,17 +426,19 @@ def pair_dataset(data_dir, *, seed: int = 0, split: str = "train", num_repeats: 
 
 
 def train_pairs(data_dir, *, batch_size: int, seed: int = 0, worker_count: int = 0,
-                num_threads: int | None = None, **kwargs) -> grain.IterDataset:
+                num_threads: int | None = None, uint8: bool = False,
+                **kwargs) -> grain.IterDataset:
     """Batches of ``pair_dataset`` elements; ``batch_size`` is global (over all processes).
 
     ``worker_count`` > 0 decodes and augments in that many grain worker processes; they pass
-    uint8 frames, turned into float32 in this process. ``num_threads``: reader threads per
-    process (default 16 without workers, 1 in each worker).
+    uint8 frames, turned into float32 in this process unless ``uint8``. ``num_threads``:
+    reader threads per process (default 16 without workers, 1 in each worker).
     """
     p, n = _process(kwargs.pop("process_index", None), kwargs.pop("process_count", None))
     ds = pair_dataset(data_dir, seed=seed, process_index=p, process_count=n, uint8=True,
                       **kwargs)
-    return _batched(ds, batch_size, n, worker_count, num_threads).map(_FramesToFloat())
+    ds = _batched(ds, batch_size, n, worker_count, num_threads)
+    return ds if uint8 else ds.map(_FramesToFloat())
 
 
 def nerf_frames(split: shards.Split, holdout_frames: int = 0, heldout: bool = False):
@@ -443,10 +456,10 @@ def nerf_frames(split: shards.Split, holdout_frames: int = 0, heldout: bool = Fa
 
 def nerf_dataset(data_dir, *, seed: int = 0, split: str = "train",
                  num_epochs: int | None = None, size=None, holdout_frames: int = 0,
-                 process_index: int | None = None,
+                 uint8: bool = False, process_index: int | None = None,
                  process_count: int | None = None) -> grain.MapDataset:
     """Shuffled single frames for the NeRF head model, per process, without the last
-    ``holdout_frames`` of each clip.
+    ``holdout_frames`` of each clip (``uint8``: the image as uint8).
 
     Element: ``image`` (H, W, 3), ``mask`` (H, W, 1), ``intrinsics`` (3, 3), ``extrinsics``
     (4, 4) camera-to-world, ``identity_code``, ``expression_code`` float32; ``identity``,
@@ -455,7 +468,7 @@ def nerf_dataset(data_dir, *, seed: int = 0, split: str = "train",
     p, n = _process(process_index, process_count)
     sp = shards.open_split(data_dir, split, size=size, require=NERF_FIELDS)
     ds = grain.MapDataset.source(nerf_frames(sp, holdout_frames)).shuffle(seed=seed)
-    return ds.map(_NerfReader(sp))[p::n].repeat(num_epochs)
+    return ds.map(_NerfReader(sp, uint8))[p::n].repeat(num_epochs)
 
 
 def nerf_heldout(data_dir, *, holdout_frames: int, split: str = "train", size=None,
@@ -503,11 +516,15 @@ class _ToGlobal:
             batch)
 
 
-def global_batches(ds: grain.IterDataset, mesh, axis: str = "data") -> grain.IterDataset:
-    """Maps per-process batches to global ``jax.Array``s sharded over ``mesh``'s ``axis``.
+def global_batches(ds: grain.IterDataset, mesh, axis: str = "data",
+                   prefetch: int = 2) -> grain.IterDataset:
+    """Maps per-process batches to global ``jax.Array``s sharded over ``mesh``'s ``axis``,
+    ``prefetch`` batches ahead on the devices (a background thread).
 
-    The result is still a grain dataset: its iterator's state saves and restores.
+    The result is still a grain dataset: its iterator's state (that of the batches consumed,
+    not of those prefetched) saves and restores.
     """
     from jax.sharding import NamedSharding, PartitionSpec
 
-    return ds.map(_ToGlobal(NamedSharding(mesh, PartitionSpec(axis))))
+    ds = ds.map(_ToGlobal(NamedSharding(mesh, PartitionSpec(axis))))
+    return grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=prefetch)

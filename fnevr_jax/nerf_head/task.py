@@ -82,7 +82,7 @@ class NerfHeadTask:
         return loaders.nerf_samples(c.data.dir, batch_size=c.train.batch_size, seed=seed,
                                     worker_count=c.data.worker_count,
                                     holdout_frames=c.data.holdout_frames,
-                                    size=c.model.output_size)
+                                    size=c.model.output_size, uint8=True)  # the step converts
 
     # ------------------------------------------------------------------------------- state
     def loss_terms(self):
@@ -104,6 +104,7 @@ class NerfHeadTask:
     def train_step(self, state, batch, rng, frozen):
         """(state, metrics): one Adam step on NHM eq. 11 with randomised stratified samples."""
         c = self.config
+        batch = loaders.frames_to_float(batch)
         feature_fn = (functools.partial(self.feature_apply, frozen["vgg"])
                       if self.feature_apply else None)
 
@@ -137,6 +138,7 @@ class NerfHeadTask:
 
     def summary_images(self, state, batch):
         """Rows: ground truth | render | feature map (first 3 channels) | opacity."""
+        batch = loaders.frames_to_float(batch)
         n = min(4, batch["image"].shape[0])
         out = jax.device_get(self.render(state["params"], {k: v[:n] for k, v in batch.items()}))
         return {"samples": preview_grid(batch["image"][:n], out)}

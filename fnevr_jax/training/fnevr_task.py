@@ -84,7 +84,7 @@ class FNeVRTask:
         return loaders.train_pairs(
             c.data.dir, batch_size=c.train.batch_size, seed=seed, worker_count=c.data.worker_count,
             num_repeats=c.data.num_repeats, augment=c.data.augment, fields=self.fields,
-            size=c.image_size)
+            size=c.image_size, uint8=True)   # to the devices as uint8; the step converts
 
     # ------------------------------------------------------------------------------- state
     def _adam(self, lr):
@@ -228,6 +228,7 @@ class FNeVRTask:
     def train_step(self, state, batch, rng, frozen):
         """(state, metrics): one generator step, then one discriminator step."""
         params, opt_state = state["params"], dict(state["opt_state"])
+        batch = loaders.frames_to_float(batch)
 
         def total(trainable):
             terms, stats, aux = self._forward({**params, **trainable}, state["batch_stats"],
@@ -291,6 +292,7 @@ class FNeVRTask:
         """Host-side image grid: source, driving, prediction, render, occlusion, keypoints."""
         core = self._core()
         variables = core.put(inference.inference_variables(self._inference_variables(state)))
+        batch = loaders.frames_to_float(batch)
         n = min(4, batch["source"].shape[0])
         source, driving = batch["source"][:n], batch["driving"][:n]
         kp_s, kp_d = core.keypoints(variables, source), core.keypoints(variables, driving)

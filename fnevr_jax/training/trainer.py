@@ -36,10 +36,12 @@ class TrainingError(RuntimeError):
 
 
 def _wrap_step(task, metric_names):
-    """The jitted step: the task's step, plus the step counter and a record of the first
-    non-finite metric (step and term), kept on device so no host sync is needed per step."""
+    """The jitted step: the task's step with the run's key folded with the step counter, plus
+    the counter and a record of the first non-finite metric (step and term), all on the
+    device, so nothing goes through the host per step."""
     def step(state, batch, rng, frozen):
-        task_state, metrics = task.train_step(state["task"], batch, rng, frozen)
+        task_state, metrics = task.train_step(state["task"], batch,
+                                              jax.random.fold_in(rng, state["step"]), frozen)
         values = jnp.stack([jnp.asarray(metrics[k], jnp.float32) for k in metric_names])
         bad = ~jnp.isfinite(values)
         first = (state["bad_step"] < 0) & jnp.any(bad)
@@ -156,6 +158,7 @@ def train_and_evaluate(config, workdir, task=None):
     # ----------------------------------------------------------------------- update step
     batch = next(data_iter)
     frozen = jax.device_put(task.frozen, replicated)
+    step_rng = jax.device_put(step_rng, replicated)
     step_shapes = jax.eval_shape(task.train_step, state["task"], batch, step_rng, frozen)
     metric_names = sorted(step_shapes[1])
     train_step = jax.jit(_wrap_step(task, metric_names),
@@ -190,7 +193,8 @@ def train_and_evaluate(config, workdir, task=None):
             while step < num_steps:
                 if step > start:
                     batch = next(data_iter)
-                state, metrics = train_step(state, batch, jax.random.fold_in(step_rng, step), frozen)
+                with jax.transfer_guard("disallow"):   # the step's inputs are all on the devices
+                    state, metrics = train_step(state, batch, step_rng, frozen)
                 step += 1
                 bar.update(1)
                 report(step)
@@ -212,6 +216,7 @@ def train_and_evaluate(config, workdir, task=None):
                     logging.warning("preempted at step %d; checkpoint saved", step)
                     break
     finally:  # pending asynchronous saves complete even when the run stops with an error
+        data_iter.close()                      # stops the prefetch thread
         bar.close()
         manager.wait_until_finished()
         manager.close()
