@@ -17,8 +17,10 @@ from fnevr_jax import cli
 from fnevr_jax.models import build_models, init_variables, module_variables
 
 
-def bench(model, batch, dtype, iters):
-    config = fnevr_configs.get_config("fomm" if model == "fomm" else "vox256")
+def bench(model, batch, dtype, iters, variant=None):
+    """(compile s, ms/frame, frames/s); `variant` of configs/fnevr.py (default: vox256, or
+    fomm for FOMM)."""
+    config = fnevr_configs.get_config(variant or ("fomm" if model == "fomm" else "vox256"))
     config.dtype = dtype
     models = build_models(config)
     variables = init_variables(config, jax.random.key(0), with_discriminator=False)

@@ -14,12 +14,53 @@ import tempfile
 import time
 
 import jax
-import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from configs import fnevr as fnevr_configs
-from fnevr_jax import cli
+from fnevr_jax import cli, sharding
 from data_pipelines import synthetic
 from fnevr_jax.training.fnevr_task import FNeVRTask
+
+
+def step_time(variant, batch_size, iters, dtype="float32", devices=None, data=None):
+    """(compile s, s/step) of FNeVRTask.train_step at global `batch_size`, on a mesh over
+    `devices` (default: the first device) as the trainer runs it: batch sharded, state
+    replicated and donated."""
+    config = fnevr_configs.get_config(variant)
+    config.train.batch_size = batch_size
+    config.dtype = dtype
+    config.data.worker_count = 0
+    if data is None:
+        data = tempfile.mkdtemp(prefix="bench_data_")
+        synthetic.generate(data, train_clips=4, test_clips=1, identities=2, test_identities=1,
+                           frames=4, size=config.image_size, workers=1)
+    config.data.dir = data
+    task = FNeVRTask(config)
+    mesh = sharding.make_mesh(devices or jax.devices()[:1])
+    rep, split = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    state = jax.jit(task.init_state, out_shardings=rep)(jax.random.key(0))
+    batch = jax.device_put(next(iter(task.train_data(0))), split)
+    frozen, rng = jax.device_put((task.frozen, jax.random.key(1)), rep)
+    step = jax.jit(task.train_step, in_shardings=(rep, split, rep, rep),
+                   out_shardings=(rep, rep), donate_argnums=(0,))
+    t0 = time.perf_counter()
+    compiled = step.lower(state, batch, rng, frozen).compile()
+    compile_s = time.perf_counter() - t0
+    state, metrics = compiled(state, batch, rng, frozen)
+    jax.block_until_ready(metrics)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        state, metrics = compiled(state, batch, rng, frozen)
+    jax.block_until_ready(metrics)
+    return compile_s, (time.perf_counter() - t0) / iters
+
+
+def peak_memory():
+    """The first device's peak memory, or the host process's peak RSS on CPU (a string)."""
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return (f"{peak / 2**30:.1f} GiB (device)" if peak else
+            f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB (host RSS)")
 
 
 def main():
@@ -29,38 +70,13 @@ def main():
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--data", default=None)
     args = parser.parse_args()
-    config = fnevr_configs.get_config(args.variant)
-    config.train.batch_size = args.batch_size
-    config.data.worker_count = 0
-    data = args.data or tempfile.mkdtemp(prefix="bench_data_")
-    if args.data is None:
-        synthetic.generate(data, train_clips=4, test_clips=1, identities=2, test_identities=1,
-                           frames=4, size=config.image_size, workers=1)
-    config.data.dir = data
-    task = FNeVRTask(config)
-    state = jax.jit(task.init_state)(jax.random.key(0))
-    batch = jax.tree.map(jnp.asarray, next(iter(task.train_data(0))))
-    step = jax.jit(task.train_step, donate_argnums=(0,))
-    t0 = time.perf_counter()
-    compiled = step.lower(state, batch, jax.random.key(1), task.frozen).compile()
-    compile_s = time.perf_counter() - t0
-    state, metrics = compiled(state, batch, jax.random.key(1), task.frozen)
-    jax.block_until_ready(metrics)
-    t0 = time.perf_counter()
-    for i in range(args.iters):
-        state, metrics = compiled(state, batch, jax.random.key(i), task.frozen)
-    jax.block_until_ready(metrics)
-    step_s = (time.perf_counter() - t0) / args.iters
-    stats = jax.devices()[0].memory_stats() or {}
-    peak = stats.get("peak_bytes_in_use")
-    memory = (f"{peak / 2**30:.1f} GiB (device)" if peak else
-              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB (host RSS)")
+    compile_s, step_s = step_time(args.variant, args.batch_size, args.iters, data=args.data)
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
           f"python {platform.python_version()}")
     print("| variant | batch | compile s | s/step | images/s | peak memory |")
     print("|---|---|---|---|---|---|")
     print(f"| {args.variant} | {args.batch_size} | {compile_s:.1f} | {step_s:.2f} | "
-          f"{args.batch_size / step_s:.2f} | {memory} |")
+          f"{args.batch_size / step_s:.2f} | {peak_memory()} |")
 
 
 if __name__ == "__main__":
