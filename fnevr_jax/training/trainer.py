@@ -158,7 +158,8 @@ def train_and_evaluate(config, workdir, task=None):
     # ----------------------------------------------------------------------- update step
     batch = next(data_iter)
     frozen = jax.device_put(task.frozen, replicated)
-    step_rng = jax.device_put(step_rng, replicated)
+    # On the mesh as the step wants it (a jit: device_put cannot target other hosts' devices).
+    step_rng = jax.jit(lambda key: key, out_shardings=replicated)(step_rng)
     step_shapes = jax.eval_shape(task.train_step, state["task"], batch, step_rng, frozen)
     metric_names = sorted(step_shapes[1])
     train_step = jax.jit(_wrap_step(task, metric_names),
