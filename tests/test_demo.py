@@ -2,7 +2,6 @@
 a subprocess and driven in a real headless Chromium (Playwright on the system's chromium):
 upload, Animate, the served result decoded; a bad upload's message; a second request; the
 temporary folder removed on exit. The screenshot is the README's docs/demo.png."""
-import os
 import pathlib
 import re
 import shutil

@@ -2,7 +2,6 @@
 import jax
 import jax.numpy as jnp
 
-from fnevr_jax.models.dense_motion import DenseMotionNetwork
 from fnevr_jax.models.discriminator import MultiScaleDiscriminator
 from fnevr_jax.models.generator import FNeVRGenerator, FOMMGenerator
 from fnevr_jax.models.keypoint_detector import KPDetector
