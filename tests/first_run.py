@@ -30,10 +30,10 @@ def start(folder):
     """Starts the run into `folder` in the background; returns the process."""
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    log = open(folder / "pipeline.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "tests.first_run", str(folder)], cwd=ROOT,
-                            env=user_env(), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    with open(folder / "pipeline.log", "w") as log:   # the child keeps its own handle
+        return subprocess.Popen([sys.executable, "-m", "tests.first_run", str(folder)],
+                                cwd=ROOT, env=user_env(), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
 
 def main(folder):

@@ -227,11 +227,6 @@ def frames_to_float(batch: dict) -> dict:
             for k, v in batch.items()}
 
 
-class _FramesToFloat(grain.transforms.Map):
-    def map(self, batch):
-        return frames_to_float(batch)
-
-
 def _to_float(frames) -> np.ndarray:
     return np.divide(frames, np.float32(255), dtype=np.float32)
 
@@ -438,7 +433,7 @@ def train_pairs(data_dir, *, batch_size: int, seed: int = 0, worker_count: int =
     ds = pair_dataset(data_dir, seed=seed, process_index=p, process_count=n, uint8=True,
                       **kwargs)
     ds = _batched(ds, batch_size, n, worker_count, num_threads)
-    return ds if uint8 else ds.map(_FramesToFloat())
+    return ds if uint8 else ds.map(frames_to_float)
 
 
 def nerf_frames(split: shards.Split, holdout_frames: int = 0, heldout: bool = False):
