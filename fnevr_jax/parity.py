@@ -78,3 +78,23 @@ def fixture_outputs(fixture, dtype=np.float32):
     out = {f"kp_{name}_{field}": kp[name][field] for name in kp for field in ("value", "jacobian")}
     out.update({k: v for k, v in generated.items() if k in IMAGE_OUTPUTS})
     return {k: np.asarray(v) for k, v in jax.device_get(out).items()}
+
+
+def headnerf_fit_problem(fixture, code_noise=0.3, seed=0):
+    """A HeadNeRF fitting problem from the HeadNeRF parity fixture (numpy, batch 1).
+
+    The target is HeadNeRF's render of the fixture's first head (`merge_img`) on white outside
+    the head mask, the mask its opacity >= 0.5 at the image size (as `FittingSingleImage`
+    whitens the photo outside the mask); the start codes are the true ones plus `code_noise`
+    N(0, 1) (numpy seed `seed`); the camera is the fixture's. Keys: target [1, S, S, 3], mask
+    [1, S, S], iden_code, expr_code, text_code, illu_code, c2w_rmats, c2w_tvecs, inv_inmats.
+    """
+    rng = np.random.default_rng(seed)
+    scale = fixture["merge_img"].shape[1] // fixture["opacity"].shape[1]
+    mask = np.kron(fixture["opacity"][0] >= 0.5, np.ones((scale, scale)))[None]
+    target = np.where(mask[..., None] > 0, fixture["merge_img"][:1], 1.0)
+    codes = {k: fixture[k][:1] + code_noise * rng.standard_normal(fixture[k][:1].shape)
+             for k in ("iden_code", "expr_code", "text_code", "illu_code")}
+    camera = {k: fixture[k][:1] for k in ("c2w_rmats", "c2w_tvecs", "inv_inmats")}
+    return {k: np.asarray(v, np.float32) for k, v in
+            {"target": target, "mask": mask, **codes, **camera}.items()}

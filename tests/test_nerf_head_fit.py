@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import nerf_head as nerf_head_config
-from fnevr_jax import rendering
-from fnevr_jax.nerf_head import network
+from fnevr_jax import convert, parity, rendering
+from fnevr_jax.nerf_head import losses, network
 from fnevr_jax.nerf_head import fit
 
 TINY = dict(feature_size=8, feature_channels=16, output_size=32, num_samples=16, id_dim=8,
@@ -102,6 +102,78 @@ def test_fitting_in_headnerf_mode_recovers_codes_appearance_and_camera():
     assert code_after < 0.6 * code_before
     assert appearance_after < 0.85 * appearance_before
     assert cam_after < 0.5 * cam_before
+
+
+def test_headnerf_fit_follows_headnerfs_own_fitting_loop(data_dir):
+    """HeadNeRF's fitting recipe on the parity fixture's model against HeadNeRF's own loop.
+
+    Both fit the fixture's Reso32 render (256x256) of its first head from codes moved by
+    0.3 N(0, 1): ours is `fit.make_fit_fn` with `configs/nerf_head.py:headnerf` (head MSE,
+    non-head and background MSE to white, VGG16 L1 at 224, per-group Adam, lr decay, offset
+    regularisers, camera delta); HeadNeRF's is `FittingSingleImage.perform_fitting`'s loop with
+    its network and `HeadNeRFLossUtils`, recorded by tests/data/make_headnerf_fit_reference.py
+    (20 iterations, 16 samples per ray for CI time; the weights do not depend on either).
+    """
+    data = dict(np.load(data_dir / "headnerf_seed7.npz"))
+    ref = np.load(data_dir / "headnerf_fit_seed7.npz")
+    config = convert.headnerf_config(json.loads(str(data["manifest"]))["para"])
+    config.fit.num_iters = int(ref["iters"])
+    config.model.num_samples = int(ref["num_samples"])
+    model = network.from_config(config.model)
+    params = convert.from_headnerf_state_dict(parity.fixture_state_dict(data)[0],
+                                              config)["params"]
+    problem = parity.headnerf_fit_problem(data, float(ref["code_noise"]), int(ref["seed"]))
+    intrinsics, cam = fit.headnerf_camera(model, problem["c2w_rmats"], problem["c2w_tvecs"],
+                                          problem["inv_inmats"])
+    appearance = np.concatenate([problem["text_code"], problem["illu_code"]], -1)
+    feature_apply, feature_params = losses.vgg16_features()
+    args = (params, problem["target"], problem["mask"], problem["iden_code"],
+            problem["expr_code"], intrinsics, cam, feature_params, appearance)
+    # Compiled at XLA's usual optimisation level: at the suite's -O0 (tests/xla_env.py) this
+    # program runs over 100x slower.
+    offsets, history = fit.make_fit_fn(model, config.loss, config.fit, feature_apply).lower(
+        *args).compile({"xla_backend_optimization_level": 2})(*args)
+    history = np.asarray(history)
+    theirs = {k: jnp.asarray(ref[f"offset_{k}"]) for k in offsets}
+    zero = jax.tree.map(jnp.zeros_like, theirs)
+
+    def image_l1(offsets):
+        z, b, c, a = fit.apply_offsets(offsets, problem["iden_code"], problem["expr_code"], cam,
+                                       appearance)
+        image = network.make_render_fn(model)(params, z, b, intrinsics, c, appearance=a)["image"]
+        return float(jnp.mean(jnp.abs(losses.composite_on_white(image, problem["mask"])
+                                      - problem["target"])))
+
+    def code_rms(offsets):
+        true = np.concatenate([data[k][:1] for k in ("iden_code", "expr_code", "text_code",
+                                                      "illu_code")], -1)
+        start = np.concatenate([problem["iden_code"], problem["expr_code"], appearance], -1)
+        fitted = start + np.concatenate([offsets[k] for k in ("id", "expr", "appearance")], -1)
+        return float(np.sqrt(np.mean((fitted - true) ** 2)))
+
+    cosine = {k: float(jnp.sum(offsets[k] * theirs[k]) / jnp.linalg.norm(offsets[k])
+                       / jnp.linalg.norm(theirs[k])) for k in offsets}
+    report = {"history_rel_diff": np.abs(history / ref["history"] - 1).round(6).tolist(),
+              "image_l1": {"start": image_l1(zero), "ours": image_l1(offsets),
+                           "HeadNeRF": image_l1(theirs)},
+              "code_rms": {"start": code_rms(zero), "ours": code_rms(offsets),
+                           "HeadNeRF": code_rms(theirs)},
+              "offset_cosine": cosine}
+    print(json.dumps(report))
+    # Measured (AMD EPYC, AVX2): the loss before the first update within 4e-6 relative of
+    # HeadNeRF's and after it within 1.4e-5 (same objective, same gradients, same Adam step);
+    # later Adam's normalised steps amplify rounding in the weakly determined code directions
+    # (at most 2.5e-3 relative over the 20 iterations). Image L1 on white: start 0.0418, ours
+    # 0.0155, HeadNeRF's 0.0154.
+    np.testing.assert_allclose(history[:2], ref["history"][:2], rtol=1e-4)
+    np.testing.assert_allclose(history, ref["history"], rtol=1e-2)
+    l1 = report["image_l1"]
+    assert l1["ours"] < 0.5 * l1["start"]
+    assert abs(l1["ours"] - l1["HeadNeRF"]) < 0.02 * l1["start"]
+    codes = report["code_rms"]   # start 0.3104, ours 0.3078, HeadNeRF's 0.3080
+    assert abs(codes["ours"] - codes["HeadNeRF"]) < 0.01 * codes["start"]
+    for k, c in cosine.items():   # 0.974 (translation) to 0.999 (id)
+        assert c > 0.95, (k, c)
 
 
 def test_optimizer_groups_and_offsets():

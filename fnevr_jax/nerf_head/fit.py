@@ -126,6 +126,15 @@ def make_fit_fn(model, loss_config, fit_config, feature_apply=None):
     return jax.jit(fit)
 
 
+def headnerf_camera(model, c2w_rmats, c2w_tvecs, inv_inmats):
+    """(intrinsics [B, 3, 3] at the output size, cam_to_world [B, 3, 4]) from HeadNeRF's camera
+    arguments (`inv_inmats` at the feature-map resolution)."""
+    intrinsics = rendering.scale_intrinsics(rendering.inverse_3x3(jnp.asarray(inv_inmats)),
+                                            model.output_size / model.feature_size)
+    return intrinsics, jnp.concatenate([jnp.asarray(c2w_rmats),
+                                        jnp.reshape(jnp.asarray(c2w_tvecs), (-1, 3, 1))], -1)
+
+
 def synthetic_problem(model, params, key, camera_config, code_noise=0.5, pose_noise=0.05):
     """A fitting problem with a known answer, rendered by `model` itself.
 
