@@ -47,8 +47,8 @@ def rows(small, iters):
         throughput = {}
         for devices in sorted({1, n}):
             batch = per_device * devices
-            _, seconds = train_step.step_time("quick" if small else "vox256", batch, iters,
-                                              dtype, jax.devices()[:devices])
+            _, seconds, _ = train_step.step_time("quick" if small else "vox256", batch, iters,
+                                                 dtype, jax.devices()[:devices])
             throughput[devices] = batch / seconds
             yield (f"train step, {devices} device{'s' * (devices > 1)}, batch {batch}, {dtype}",
                    f"{seconds * 1e3:.0f} ms/step ({throughput[devices]:.1f} images/s)")

@@ -8,6 +8,7 @@ Needs a dataset only for its field list: pass --data (default: a 4-clip syntheti
 temporary folder at the configured resolution). Prints compile time, step time, images/s and
 the peak device memory (the host process's peak RSS on CPU).
 """
+import math
 import platform
 import resource
 import tempfile
@@ -23,9 +24,9 @@ from fnevr_jax.training.fnevr_task import FNeVRTask
 
 
 def step_time(variant, batch_size, iters, dtype="float32", devices=None, data=None):
-    """(compile s, s/step) of FNeVRTask.train_step at global `batch_size`, on a mesh over
-    `devices` (default: the first device) as the trainer runs it: batch sharded, state
-    replicated and donated."""
+    """(compile s, s/step, losses of the last step) of FNeVRTask.train_step at global
+    `batch_size`, on a mesh over `devices` (default: the first device) as the trainer runs it:
+    batch sharded, state replicated and donated."""
     config = fnevr_configs.get_config(variant)
     config.train.batch_size = batch_size
     config.dtype = dtype
@@ -52,7 +53,8 @@ def step_time(variant, batch_size, iters, dtype="float32", devices=None, data=No
     for _ in range(iters):
         state, metrics = compiled(state, batch, rng, frozen)
     jax.block_until_ready(metrics)
-    return compile_s, (time.perf_counter() - t0) / iters
+    seconds = (time.perf_counter() - t0) / iters
+    return compile_s, seconds, {k: float(v) for k, v in metrics.items() if k.startswith("loss/")}
 
 
 def peak_memory():
@@ -68,15 +70,20 @@ def main():
     parser.add_argument("--variant", default="vox256")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--data", default=None)
     args = parser.parse_args()
-    compile_s, step_s = step_time(args.variant, args.batch_size, args.iters, data=args.data)
+    compile_s, step_s, losses = step_time(args.variant, args.batch_size, args.iters, args.dtype,
+                                          data=args.data)
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
           f"python {platform.python_version()}")
-    print("| variant | batch | compile s | s/step | images/s | peak memory |")
-    print("|---|---|---|---|---|---|")
-    print(f"| {args.variant} | {args.batch_size} | {compile_s:.1f} | {step_s:.2f} | "
+    print("| variant | dtype | batch | compile s | s/step | images/s | peak memory |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {args.variant} | {args.dtype} | {args.batch_size} | {compile_s:.1f} | {step_s:.2f} | "
           f"{args.batch_size / step_s:.2f} | {peak_memory()} |")
+    bad = [k for k, v in losses.items() if not math.isfinite(v)]
+    print("losses of the last step:", ", ".join(f"{k[5:]} {v:.4g}" for k, v in losses.items()),
+          f"({'non-finite: ' + ', '.join(bad) if bad else 'all finite'})")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,10 @@ def get_config(arg=None):
     c.model = "fomm" if variant == "fomm" else "fnevr"
     c.image_size = 512 if variant == "hd512" else 256
     c.num_channels = 3
-    c.dtype = "float32"  # compute dtype of the networks: float32 or bfloat16
+    # Compute dtype of every network (the VGG loss network, the discriminator and the mesh
+    # weights included): "float32" or "bfloat16" (mixed precision: parameters, optimizer state
+    # and the losses stay float32; the pose editor's keypoint MLP stays float32).
+    c.dtype = "float32"
     # grid_sample of the generator's feature warp (fnevr_jax/ops/grid_sample.py): "gather"
     # (scatter-add backward) or "matmul" (scatter-free, ~1500x the FLOPs; BENCHMARKS.md)
     c.grid_sample_impl = "gather"

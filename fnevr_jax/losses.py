@@ -3,6 +3,8 @@
 L_P, L_G (with feature matching) and L_E are first-order-model's (paper §3.5); L_R is FNeVR eq. 10,
 L_σ FNeVR eq. 4-6 and L_editor FNeVR eq. 12. Images are NHWC in [0, 1].
 """
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -24,8 +26,13 @@ def perceptual_pyramid(generated_features, real_features, layer_weights):
     for s in generated_features:
         for w, f, r in zip(layer_weights, generated_features[s], real_features[s]):
             if w:
-                total += w * jnp.mean(jnp.abs(f - jax.lax.stop_gradient(r)))
+                total += w * mean_abs(f, jax.lax.stop_gradient(r))
     return total
+
+
+def mean_abs(a, b):
+    """mean |a - b| in float32 (the inputs may be bfloat16 features)."""
+    return jnp.mean(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)))
 
 
 def pixel_l1(prediction, target):
@@ -36,12 +43,13 @@ def pixel_l1(prediction, target):
 
 def lsgan_generator(prediction_maps, weight):
     """L_G for the generator: Σ_scales w · mean (1 - D(G))²."""
-    return sum(weight * jnp.mean((1.0 - p) ** 2) for p in prediction_maps)
+    return sum(weight * jnp.mean((1.0 - p.astype(jnp.float32)) ** 2) for p in prediction_maps)
 
 
 def lsgan_discriminator(real_maps, fake_maps, weight):
     """Discriminator loss: Σ_scales w · mean((1 - D(real))² + D(G)²)."""
-    return sum(weight * jnp.mean((1.0 - r) ** 2 + f**2) for r, f in zip(real_maps, fake_maps))
+    return sum(weight * jnp.mean((1.0 - r.astype(jnp.float32)) ** 2 + f.astype(jnp.float32) ** 2)
+               for r, f in zip(real_maps, fake_maps))
 
 
 def feature_matching(real_features, fake_features, layer_weights):
@@ -50,7 +58,7 @@ def feature_matching(real_features, fake_features, layer_weights):
     for real, fake in zip(real_features, fake_features):
         for w, a, b in zip(layer_weights, real, fake):
             if w:
-                total += w * jnp.mean(jnp.abs(a - b))
+                total += w * mean_abs(a, b)
     return total
 
 
@@ -160,13 +168,15 @@ class MeshWeightPredictor(nn.Module):
     scores every point from the feature sampled at its (x, y) location.
     """
     width: int = 32
+    dtype: Any = jnp.float32   # of the convs; the per-point MLP runs in float32
 
     @nn.compact
     def __call__(self, feature, points):
-        x = nn.relu(nn.Conv(self.width, (3, 3), strides=(2, 2), name="conv_0")(feature))
-        x = nn.relu(nn.Conv(self.width, (3, 3), name="conv_1")(x))
-        sampled = grid_sample(x, points[:, None, :, :2])[:, 0]  # [B,N,width]
-        h = jnp.concatenate([sampled, points[..., 2:]], axis=-1)
+        x = nn.relu(nn.Conv(self.width, (3, 3), strides=(2, 2), dtype=self.dtype,
+                            name="conv_0")(feature))
+        x = nn.relu(nn.Conv(self.width, (3, 3), dtype=self.dtype, name="conv_1")(x))
+        sampled = grid_sample(x, points[:, None, :, :2].astype(x.dtype))[:, 0]  # [B,N,width]
+        h = jnp.concatenate([sampled.astype(jnp.float32), points[..., 2:]], axis=-1)
         h = nn.relu(nn.Dense(self.width, name="dense_0")(h))
         return jax.nn.sigmoid(nn.Dense(1, name="dense_1")(h)[..., 0])
 

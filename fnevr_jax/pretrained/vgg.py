@@ -9,7 +9,7 @@ Two kinds, both returning relu1_1, relu2_1, relu3_1, relu4_1 and relu5_1:
 `ConvFeatures` is one module for any plain conv/ReLU/max-pool stack; the layer plan and the
 tapped conv indices are attributes, so LPIPS reuses it for its VGG16 and AlexNet backbones.
 """
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -71,15 +71,19 @@ class ConvFeatures(nn.Module):
     """ReLU outputs of the convs numbered `taps` in a conv/max-pool stack (NHWC).
 
     Convs are named Conv_0, Conv_1, ... in order; layers after the last tap are not built.
+    `dtype` is the compute dtype (default: that of the input and parameters, as Flax's); the
+    preprocessing runs in at least float32 and the features come back in `dtype`.
     """
 
     layers: tuple
     taps: tuple
     preprocess: str = "none"
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
-        x = _PREPROCESS[self.preprocess](x)
+        x = _PREPROCESS[self.preprocess](x.astype(jnp.promote_types(x.dtype, jnp.float32)))
+        x = x if self.dtype is None else x.astype(self.dtype)
         features, index = [], 0
         for layer in self.layers:
             if isinstance(layer, MaxPool):
@@ -87,7 +91,7 @@ class ConvFeatures(nn.Module):
                 continue
             pad = ((layer.padding, layer.padding),) * 2
             x = nn.relu(nn.Conv(layer.features, (layer.kernel,) * 2, (layer.stride,) * 2, pad,
-                                name=f"Conv_{index}")(x))
+                                dtype=self.dtype, name=f"Conv_{index}")(x))
             if index in self.taps:
                 features.append(x)
             if index == max(self.taps):

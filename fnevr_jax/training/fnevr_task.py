@@ -60,12 +60,13 @@ class FNeVRTask:
                             if on)
         self.models = build_models(config)
         self.pose_editor = PoseEditor(tuple(config.pose_editor.hidden))
-        self.mesh_weights = losses.MeshWeightPredictor(config.mesh_weights.width)
+        self.mesh_weights = losses.MeshWeightPredictor(config.mesh_weights.width,
+                                                       jnp.dtype(config.dtype))
         # The VGG is built only up to the deepest layer that has a non-zero weight.
         used = [i for i, (a, b) in enumerate(zip(w.perceptual, w.render_perceptual)) if a or b]
         kind = vgg_lib.VGG_KINDS[config.perceptual.network]
         self.vgg = vgg_lib.ConvFeatures(kind["layers"], kind["taps"][:max(used) + 1],
-                                        kind["preprocess"])
+                                        kind["preprocess"], jnp.dtype(config.dtype))
         # Frozen pretrained weights: an argument of the step, not constants baked into it.
         self.frozen = {"vgg": jax.tree.map(jnp.asarray,
                                            vgg_lib.load_vgg_params(config.perceptual.network))}
