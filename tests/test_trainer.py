@@ -262,8 +262,8 @@ class _LinearTask:
     def summary_images(self, state, batch):
         return {}
 
-    def evaluate(self, state, process_index, process_count):
-        return {"fit": 0.0, "count": 1.0}
+    def evaluate(self, state):
+        return {"fit": jnp.zeros(())}
 
     def export(self, state, step):
         return {"params": state["params"]}, {"model": "linear", "config": self.config}
@@ -281,3 +281,48 @@ def test_non_finite_loss_stops_naming_step_and_term_and_keeps_last_good_checkpoi
         trainer.train_and_evaluate(config, tmp_path, task=_LinearTask(config))
     assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()
                   if p.name.isdigit()) == [2]
+
+
+def test_evaluation_and_summaries_run_on_the_devices(tiny_data):
+    """Evaluation and sample grids are jitted programs of the on-device state: under
+    `transfer_guard("disallow")` (only explicit fetches) they run, on 8 devices, and give the
+    reference values of the inference core run clip by clip from host copies. (The loop runs
+    its steps, summaries and evaluations under the same guard: every train.py run of the
+    suite evaluates and writes images at its last step.)"""
+    config = tiny.config(tiny_data)
+    task = FNeVRTask(config)
+    mesh = sharding.make_mesh()
+    rep = NamedSharding(mesh, P())
+    state = jax.jit(task.init_state, out_shardings=rep)(jax.random.key(0))
+    data = iter(loaders.global_batches(task.train_data(0), mesh))
+    batch = next(data)
+    with jax.transfer_guard("disallow"):
+        means = sharding.fetch(task.evaluate(state))
+        grid = task.summary_images(state, batch)["samples"]
+        again = sharding.fetch(task.evaluate(state))
+    data.close()
+    assert means == again and task._eval[0]._cache_size() == 1
+
+    from fnevr_jax import inference
+    core = inference.Core(config, mesh=sharding.make_mesh(jax.devices()[:1]))
+    variables = core.put(inference.inference_variables(
+        jax.device_get(task._inference_variables(state))))
+    clips = loaders.eval_clips(tiny_data, max_frames=config.data.eval_frames,
+                               size=config.image_size)
+    l1, copy = [], []
+    for i in range(min(len(clips), config.data.eval_clips)):
+        video = clips[i]["video"]
+        prediction = np.asarray(core.animate(variables, video[:1], video,
+                                             core.keypoints(variables, video[:1]),
+                                             relative=False))
+        l1.append(np.abs(prediction - video).mean())
+        copy.append(np.abs(video[:1] - video).mean())
+    assert len(l1) == 2 and np.mean(copy) > 1e-3
+    np.testing.assert_allclose(means["l1"], np.mean(l1), rtol=1e-5)
+    np.testing.assert_allclose(means["l1_copy_source"], np.mean(copy), rtol=1e-5)
+    # source | driving | prediction | render | occlusion, for 4 samples of 32x32
+    assert grid.shape == (1, 4 * 32, 5 * 32, 3) and grid.dtype == np.uint8
+    host = loaders.frames_to_float(sharding.fetch(batch))
+    np.testing.assert_allclose(grid[0, 32:64, 64:96] / 255, np.clip(np.asarray(core.generate(
+        variables, host["source"][1:2], core.keypoints(variables, host["source"][1:2]),
+        core.keypoints(variables, host["driving"][1:2]))["prediction"][0]), 0, 1), atol=1 / 255)

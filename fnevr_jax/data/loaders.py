@@ -467,14 +467,15 @@ def nerf_dataset(data_dir, *, seed: int = 0, split: str = "train",
 
 
 def nerf_heldout(data_dir, *, holdout_frames: int, split: str = "train", size=None,
-                 process_index: int | None = None,
-                 process_count: int | None = None) -> grain.MapDataset:
+                 process_index: int | None = None, process_count: int | None = None,
+                 uint8: bool = False) -> grain.MapDataset:
     """The last ``holdout_frames`` of every clip in order (this process's share), unbatched:
-    the frames ``nerf_dataset`` with the same ``holdout_frames`` leaves out."""
+    the frames ``nerf_dataset`` with the same ``holdout_frames`` leaves out (``uint8``: the
+    images as stored)."""
     p, n = _process(process_index, process_count)
     sp = shards.open_split(data_dir, split, size=size, require=NERF_FIELDS)
     frames = nerf_frames(sp, holdout_frames, heldout=True)
-    return grain.MapDataset.source(frames).map(_NerfReader(sp))[p::n]
+    return grain.MapDataset.source(frames).map(_NerfReader(sp, uint8))[p::n]
 
 
 def nerf_samples(data_dir, *, batch_size: int, seed: int = 0, worker_count: int = 0,

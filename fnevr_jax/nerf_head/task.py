@@ -13,12 +13,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fnevr_jax.data import loaders, shards
 from fnevr_jax.metrics import image as image_metrics
 from fnevr_jax.nerf_head import network
 from fnevr_jax.nerf_head import losses
 from fnevr_jax.ops import resize_nearest
+from fnevr_jax import sharding
 from fnevr_jax.sharding import pad_batch
 
 
@@ -74,7 +76,7 @@ class NerfHeadTask:
             end_value=t.lr_final)
         self.optimizer = optax.adam(self.schedule, b1=t.adam_b1, b2=t.adam_b2)
         self._render = network.make_render_fn(self.model)
-        self._mean_image = None
+        self._mean_image = self._summary = self._eval = None
 
     # ------------------------------------------------------------------------------- data
     def train_data(self, seed):
@@ -137,11 +139,21 @@ class NerfHeadTask:
         return {"params": state["params"]}, {"model": "nerf_head", "config": self.config}
 
     def summary_images(self, state, batch):
-        """Rows: ground truth | render | feature map (first 3 channels) | opacity."""
-        batch = loaders.frames_to_float(batch)
+        """Rows: ground truth | render | feature map (first 3 channels) | opacity, of the first
+        4 frames of a global batch, rendered by a jitted program on the state's mesh."""
+        if self._summary is None:
+            self._summary = jax.jit(self._summary_outputs, out_shardings=NamedSharding(
+                sharding.mesh_of(state), P()))
+        return {"samples": preview_grid(*sharding.fetch(self._summary(state["params"], batch)))}
+
+    def _summary_outputs(self, params, batch):
         n = min(4, batch["image"].shape[0])
-        out = jax.device_get(self.render(state["params"], {k: v[:n] for k, v in batch.items()}))
-        return {"samples": preview_grid(batch["image"][:n], out)}
+        batch = loaders.frames_to_float({k: v[:n] for k, v in batch.items()})
+        out = self.render(params, batch)
+        size = batch["image"].shape[1:3]
+        return batch["image"], {"image": out["image"],
+                                "features": resize_nearest(out["features"][..., :3], size),
+                                "acc": resize_nearest(out["acc"][..., None], size)[..., 0]}
 
     def mean_image(self):
         """The baseline prediction: the per-pixel mean of `data.mean_image_frames` training
@@ -160,29 +172,54 @@ class NerfHeadTask:
             self._mean_image = np.float32(total / count)
         return self._mean_image
 
-    def evaluate(self, state, process_index=0, process_count=1):
-        """Held-out frames of the training clips: sums of per-frame `psnr` and `l1` of the
-        render and `psnr_mean_image` of the mean image, on white outside the head mask."""
+    def evaluate(self, state):
+        """Held-out frames of the training clips (up to `data.eval_frames`): on-device means of
+        the render's `psnr` and `l1` and the mean image's `psnr_mean_image`, all on white
+        outside the frame's head mask. One jitted program on the state's mesh, over batches
+        of `data.eval_batch_size` frames (rounded up to a multiple of the devices) split over
+        the devices; every process renders the same frames, padding is weighted 0."""
+        if self._eval is None:
+            mesh = sharding.mesh_of(state)
+            batches, weights = self._eval_data(mesh.size)
+            frames, replicated = NamedSharding(mesh, P(None, "data")), NamedSharding(mesh, P())
+            self._eval = (jax.jit(self._eval_means, out_shardings=replicated),
+                          jax.tree.map(lambda x: sharding.put_global(x, frames), batches),
+                          sharding.put_global(weights, frames),
+                          sharding.put_global(self.mean_image(), replicated))
+        program, batches, weights, mean = self._eval
+        return program(state["params"], batches, weights, mean)
+
+    def _eval_data(self, devices):
+        """({field: [batches, size, ...]}, weights [batches, size]); images uint8, masks bool."""
         c = self.config.data
         frames = loaders.nerf_heldout(c.dir, holdout_frames=c.holdout_frames,
-                                      size=self.model.output_size, process_index=process_index,
-                                      process_count=process_count)
-        count = min(len(frames), max(1, c.eval_frames // process_count))
-        mean = jnp.asarray(self.mean_image())
-        sums = jnp.zeros(3)
-        for start in range(0, count, c.eval_batch_size):
-            items = [frames[i] for i in range(start, min(count, start + c.eval_batch_size))]
-            batch = {k: np.stack([x[k] for x in items]) for k in items[0]}
-            # one compiled shape: repeat the last frame
-            batch = {k: pad_batch(v, c.eval_batch_size) for k, v in batch.items()}
-            image = self.render(state["params"], batch)["image"]
-            metrics = _heldout_metrics(image, mean, batch["image"], batch["mask"])
-            sums = sums + metrics[:, :len(items)].sum(1)      # on the device: no sync per batch
-        psnr, psnr_mean, l1 = np.asarray(sums, np.float64)
-        return {"psnr": psnr, "psnr_mean_image": psnr_mean, "l1": l1, "count": float(count)}
+                                      size=self.model.output_size, process_index=0,
+                                      process_count=1, uint8=True)
+        count = min(len(frames), c.eval_frames)
+        size = -(-c.eval_batch_size // devices) * devices
+        total = -(-count // size) * size
+        items = [frames[i] for i in range(count)]
+        fields = ("image", "mask", "identity_code", "expression_code", "intrinsics", "extrinsics")
+        batches = {k: pad_batch(np.stack([x[k] for x in items]), total) for k in fields}
+        batches["mask"] = batches["mask"] > 0.5        # 0/1: exact as bool
+        batches = {k: v.reshape(total // size, size, *v.shape[1:]) for k, v in batches.items()}
+        weights = (np.arange(total) < count).astype(np.float32).reshape(total // size, size)
+        return batches, weights
+
+    def _eval_means(self, params, batches, weights, mean):
+        def one(args):
+            batch, w = args
+            batch = loaders.frames_to_float(batch)
+            image = self.render(params, batch)["image"]
+            metrics = _heldout_metrics(image, mean, batch["image"], batch["mask"].astype(
+                jnp.float32))
+            return jnp.sum(metrics * w, axis=1)
+
+        psnr, psnr_mean, l1 = jnp.sum(jax.lax.map(one, (batches, weights)), axis=0) / jnp.sum(
+            weights)
+        return {"psnr": psnr, "psnr_mean_image": psnr_mean, "l1": l1}
 
 
-@jax.jit
 def _heldout_metrics(image, mean, target, mask):
     """[3, B]: PSNR and L1 of the render and PSNR of the mean image, all on white."""
     target = losses.composite_on_white(target, mask)
@@ -195,16 +232,14 @@ def _heldout_metrics(image, mean, target, mask):
 def preview_grid(images, out):
     """[1, rows H, 4 W, 3] uint8: ground truth | render | feature map | accumulated opacity.
 
-    The feature map shows its first 3 channels, each scaled to [0, 1] per image; the feature
-    map and opacity are upsampled (nearest) from the feature resolution.
+    Numpy inputs, all at the images' size (`summary_images` upsamples the feature map's first
+    3 channels and the opacity, nearest); the feature map is scaled to [0, 1] per image.
     """
-    size = images.shape[1:3]
     features = np.asarray(out["features"][..., :3])
     lo = features.min(axis=(1, 2), keepdims=True)
     hi = features.max(axis=(1, 2), keepdims=True)
     features = (features - lo) / np.maximum(hi - lo, 1e-8)
     acc = np.repeat(np.asarray(out["acc"])[..., None], 3, axis=-1)
-    cols = [np.asarray(images), np.asarray(out["image"]),
-            np.asarray(resize_nearest(features, size)), np.asarray(resize_nearest(acc, size))]
+    cols = [np.asarray(images), np.asarray(out["image"]), features, acc]
     grid = np.concatenate([np.concatenate(row, axis=1) for row in zip(*cols)], axis=0)
     return (np.clip(grid, 0, 1) * 255).round().astype(np.uint8)[None]

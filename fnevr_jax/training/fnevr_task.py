@@ -12,12 +12,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fnevr_jax import inference, losses, sharding
 from fnevr_jax.data import loaders, shards
 from fnevr_jax.models import build_models, example_inputs, init_variables
 from fnevr_jax.models.blocks import feature_width
 from fnevr_jax.models.pose_editor import PoseEditor, relative_rotation
+from fnevr_jax.ops import resize_nearest
 from fnevr_jax.pretrained import vgg as vgg_lib
 from fnevr_jax.training import summaries
 
@@ -77,7 +79,7 @@ class FNeVRTask:
         self.num_steps = t.num_steps if t.num_steps > 0 else t.num_epochs * self.steps_per_epoch
         self.optimizers = {name: self._adam(getattr(t, f"lr_{name}"))
                            for name in ("generator", "kp_detector", "discriminator", "pose_editor")}
-        self._inference_core = None
+        self._inference_functions = self._summary = self._eval = None
 
     # ------------------------------------------------------------------------------- data
     def train_data(self, seed):
@@ -290,45 +292,80 @@ class FNeVRTask:
         return {"params": params, "batch_stats": batch_stats}
 
     def summary_images(self, state, batch):
-        """Host-side image grid: source, driving, prediction, render, occlusion, keypoints."""
-        core = self._core()
-        variables = core.put(inference.inference_variables(self._inference_variables(state)))
-        batch = loaders.frames_to_float(batch)
+        """Image grid of the on-device state and a global batch: source, driving (both with
+        keypoints), prediction, render, occlusion. One jitted program on the state's mesh; the
+        host receives only the first 4 samples' images."""
+        if self._summary is None:
+            self._summary = jax.jit(self._summary_outputs, out_shardings=NamedSharding(
+                sharding.mesh_of(state), P()))
+        outputs = sharding.fetch(self._summary(self._inference_variables(state), batch))
+        return {"samples": summaries.sample_grid(*outputs)}
+
+    def _summary_outputs(self, variables, batch):
+        f, variables = self._functions(), inference.inference_variables(variables)
         n = min(4, batch["source"].shape[0])
-        source, driving = batch["source"][:n], batch["driving"][:n]
-        kp_s, kp_d = core.keypoints(variables, source), core.keypoints(variables, driving)
-        out = core.generate(variables, source, kp_s, kp_d)
-        kp_s, kp_d, out = jax.device_get((kp_s, kp_d, out))
-        return {"samples": summaries.sample_grid(source, driving, kp_s, kp_d, out)}
+        batch = loaders.frames_to_float({k: batch[k][:n] for k in ("source", "driving")})
+        source, driving = batch["source"], batch["driving"]
+        kp_s, kp_d = f["keypoints"](variables, source), f["keypoints"](variables, driving)
+        out = f["generate"](variables, source, kp_s, kp_d)
+        if "occlusion_map" in out:
+            out["occlusion_map"] = resize_nearest(out["occlusion_map"], source.shape[1:3])
+        return source, driving, kp_s, kp_d, {k: out[k] for k in summaries.GRID_OUTPUTS if k in out}
 
-    def evaluate(self, state, process_index=0, process_count=1):
-        """Reconstruction on held-out clips (frame 0 drives every frame, absolute keypoints).
+    def evaluate(self, state):
+        """Reconstruction of the first `data.eval_clips` held-out clips (frame 0 drives every
+        frame, absolute keypoints) on the state's mesh: {"l1", "l1_copy_source"} (copying the
+        source, the baseline to beat) as on-device means over clips of their per-frame means.
 
-        Returns this process's sums: `l1` of the prediction, `l1_copy_source` of copying the
-        source (the baseline to beat) and the clip `count`.
+        Every process reads the same clips; their frames are split over the devices. One
+        jitted program of fixed shape (clips padded to `data.eval_frames`, padding weighted 0).
         """
-        c = self.config
-        clips = loaders.eval_clips(c.data.dir, split=c.data.eval_split, max_frames=c.data.eval_frames,
-                                   size=c.image_size, process_index=process_index,
-                                   process_count=process_count)
-        core = self._core()
-        variables = core.put(inference.inference_variables(self._inference_variables(state)))
-        count = min(len(clips), max(1, c.data.eval_clips // process_count))
-        sums = jnp.zeros(2)                              # on the device: no sync per clip
-        for i in range(count):
-            video = clips[i]["video"]
-            source = video[:1]
-            prediction = core.animate(variables, source, video, core.keypoints(variables, source),
-                                      relative=False)
-            sums = sums + jnp.stack([jnp.mean(jnp.abs(prediction - video)),
-                                     jnp.mean(jnp.abs(source - video))])
-        l1, copy = np.asarray(sums, np.float64)
-        return {"l1": l1, "l1_copy_source": copy, "count": float(count)}
+        if self._eval is None:
+            mesh = sharding.mesh_of(state)
+            videos, weights = self._eval_data(mesh.size)
+            frames = NamedSharding(mesh, P(None, "data"))
+            self._eval = (jax.jit(self._eval_means, out_shardings=NamedSharding(mesh, P())),
+                          sharding.put_global(videos, frames), sharding.put_global(weights, frames))
+        program, videos, weights = self._eval
+        return program(self._inference_variables(state), videos, weights)
 
-    def _core(self):
-        """The inference core (`fnevr_jax.inference`) for summaries and evaluation, on this
-        process's devices (each process evaluates its own share of the clips)."""
-        if self._inference_core is None:
-            self._inference_core = inference.Core(
-                self.config, mesh=sharding.make_mesh(jax.local_devices()))
-        return self._inference_core
+    def _eval_data(self, devices):
+        """(videos [N, T, H, W, 3] uint8, weights [N, T]): T = the longest clip rounded up to
+        a multiple of `devices`, shorter clips padded with their last frame at weight 0."""
+        c = self.config
+        clips = loaders.eval_clips(c.data.dir, split=c.data.eval_split,
+                                   max_frames=c.data.eval_frames, size=c.image_size,
+                                   process_index=0, process_count=1)
+        clips = [clips[i]["video"] for i in range(min(len(clips), c.data.eval_clips))]
+        if not clips:
+            raise ValueError(f"no held-out clips in the `{c.data.eval_split}` split of "
+                             f"{c.data.dir}: set --config.data.eval_split")
+        length = -(-max(len(v) for v in clips) // devices) * devices
+        videos = np.stack([sharding.pad_batch(np.round(v * 255).astype(np.uint8), length)
+                           for v in clips])
+        weights = np.array([[1.0] * len(v) + [0.0] * (length - len(v)) for v in clips],
+                           np.float32)
+        return videos, weights
+
+    def _eval_means(self, variables, videos, weights):
+        f, variables = self._functions(), inference.inference_variables(variables)
+
+        def clip(args):
+            video, w = args
+            video = loaders.frames_to_float({"video": video})["video"]
+            source = video[:1]
+            kp = f["keypoints"](variables, source)
+            prediction = f["animate"](variables, source, kp, kp, 1.0, False, video, None)
+            errors = jnp.stack([jnp.mean(jnp.abs(prediction - video), axis=(1, 2, 3)),
+                                jnp.mean(jnp.abs(source - video), axis=(1, 2, 3))])
+            return jnp.sum(errors * w, axis=1) / jnp.sum(w)
+
+        l1, copy = jnp.mean(jax.lax.map(clip, (videos, weights)), axis=0)
+        return {"l1": l1, "l1_copy_source": copy}
+
+    def _functions(self):
+        """The inference core's pure functions (`fnevr_jax.inference`): summaries and
+        evaluation run the same keypoint, generate and animate code as `animate.py`."""
+        if self._inference_functions is None:
+            self._inference_functions = inference.Core(self.config).functions
+        return self._inference_functions

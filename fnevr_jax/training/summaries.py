@@ -3,7 +3,9 @@ import matplotlib
 import numpy as np
 import skimage.draw
 
-from fnevr_jax.ops import resize_nearest
+
+# The generator outputs a sample grid shows, after the source and driving frames.
+GRID_OUTPUTS = ("prediction", "render", "occlusion_map")
 
 
 def keypoint_colours(num_kp):
@@ -24,9 +26,9 @@ def draw_keypoints(image, value, radius=None):
 
 
 def sample_grid(source, driving, kp_source, kp_driving, out):
-    """[1, rows·H, cols·W, 3] uint8: source+kp | driving+kp | prediction | render | occlusion."""
+    """[1, rows·H, cols·W, 3] uint8: source+kp | driving+kp | prediction | render | occlusion
+    (numpy inputs; the occlusion map at the frames' size)."""
     rows = []
-    size = source.shape[1:3]
     for i in range(source.shape[0]):
         cols = [draw_keypoints(source[i], kp_source["value"][i]),
                 draw_keypoints(driving[i], kp_driving["value"][i]),
@@ -34,8 +36,7 @@ def sample_grid(source, driving, kp_source, kp_driving, out):
         if "render" in out:
             cols.append(np.asarray(out["render"][i]))
         if "occlusion_map" in out:
-            occ = np.asarray(resize_nearest(out["occlusion_map"][i:i + 1], size))[0]
-            cols.append(np.repeat(occ, 3, axis=-1))
+            cols.append(np.repeat(np.asarray(out["occlusion_map"][i]), 3, axis=-1))
         rows.append(np.concatenate(cols, axis=1))
     grid = np.clip(np.concatenate(rows, axis=0), 0, 1)
     return (grid * 255).round().astype(np.uint8)[None]

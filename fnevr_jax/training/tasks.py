@@ -35,11 +35,12 @@ class Task(Protocol):
         """{"lr/NAME": value} in effect at `step`, for logging."""
 
     def summary_images(self, state: State, batch: Batch) -> dict:
-        """{name: uint8 or float image [N, H, W, 3]} for TensorBoard."""
+        """{name: uint8 or float image [N, H, W, 3]} for TensorBoard, from the on-device state
+        and global batch by a jitted program; only the images reach the host."""
 
-    def evaluate(self, state: State, process_index: int = 0,
-                 process_count: int = 1) -> dict:
-        """Sums over this process's held-out items: {NAME: sum, "count": n}."""
+    def evaluate(self, state: State) -> dict:
+        """{NAME: on-device scalar}: held-out means computed by a jitted program of the
+        on-device state on its mesh, the same on every process."""
 
     def export(self, state: State, step: int) -> tuple[dict, dict]:
         """(inference variables, metadata) after `step` steps: what `fnevr_jax.loader` needs

@@ -20,7 +20,6 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from clu import metric_writers, periodic_actions
-from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
@@ -49,18 +48,6 @@ def _wrap_step(task, metric_names):
                 "bad_step": jnp.where(first, state["step"], state["bad_step"]),
                 "bad_term": jnp.where(first, jnp.argmax(bad), state["bad_term"])}, metrics
     return step
-
-
-def _local(tree):
-    """Host numpy copies of this process's data: replicated arrays, or the local batch shards."""
-    def one(x):
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            if x.sharding.is_fully_replicated:
-                return np.asarray(x.addressable_data(0))
-            shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
-            return np.concatenate([np.asarray(s.data) for s in shards])
-        return np.asarray(x)
-    return jax.tree.map(one, tree)
 
 
 def _config_json(config):
@@ -167,7 +154,8 @@ def train_and_evaluate(config, workdir, task=None):
                          out_shardings=(replicated, replicated), donate_argnums=(0,))
 
     def check_health(state):
-        bad_step, bad_term = (int(x) for x in _local((state["bad_step"], state["bad_term"])))
+        bad_step, bad_term = (int(x) for x in sharding.fetch((state["bad_step"],
+                                                               state["bad_term"])))
         if bad_step >= 0:
             raise TrainingError(f"non-finite {metric_names[bad_term]} at step {bad_step + 1}; "
                                 f"stopped, the last good checkpoint in {workdir} is kept")
@@ -194,22 +182,24 @@ def train_and_evaluate(config, workdir, task=None):
             while step < num_steps:
                 if step > start:
                     batch = next(data_iter)
-                with jax.transfer_guard("disallow"):   # the step's inputs are all on the devices
+                # The step, summaries and evaluation take their inputs on the devices; the host
+                # receives scalars at logging steps and images at image steps (explicit fetches).
+                with jax.transfer_guard("disallow"):
                     state, metrics = train_step(state, batch, step_rng, frozen)
                 step += 1
                 bar.update(1)
                 report(step)
                 if step % log.every_steps == 0 or step == num_steps:
                     check_health(state)
-                    scalars = {k: float(v) for k, v in _local(metrics).items()}
-                    scalars.update(task.learning_rates(step))
+                    scalars = {k: float(v) for k, v in sharding.fetch(metrics).items()}
+                    scalars.update(task.learning_rates(step))     # host-side schedules
                     writer.write_scalars(step, scalars)
                     bar.set_postfix(loss=f"{scalars['loss/total']:.3f}")
-                if step % log.image_every_steps == 0 or step == num_steps:
-                    images = task.summary_images(_local(state["task"]), _local(batch))
-                    writer.write_images(step, images)
-                if step % log.eval_every_steps == 0 or step == num_steps:
-                    writer.write_scalars(step, evaluate(task, state))
+                with jax.transfer_guard("disallow"):
+                    if step % log.image_every_steps == 0 or step == num_steps:
+                        writer.write_images(step, task.summary_images(state["task"], batch))
+                    if step % log.eval_every_steps == 0 or step == num_steps:
+                        writer.write_scalars(step, evaluate(task, state))
                 preempted = manager.reached_preemption(step)
                 if step % log.checkpoint_every_steps == 0 or step == num_steps or preempted:
                     save(step, state)
@@ -221,24 +211,14 @@ def train_and_evaluate(config, workdir, task=None):
         bar.close()
         manager.wait_until_finished()
         manager.close()
-    params = _local(state["task"]["params"])
+    params = sharding.fetch(state["task"]["params"])
     return step, float(sum(np.sum(x, dtype=np.float64) for x in jax.tree.leaves(params)))
 
 
 def evaluate(task, state):
-    """The task's held-out evaluation: {"eval/NAME": mean} of the per-process sums it returns.
-
-    `task.evaluate(state, process_index, process_count)` returns {NAME: sum, "count": n} over
-    this process's share of the held-out items; the sums are added over processes.
-    """
-    sums = task.evaluate(_local(state["task"]), jax.process_index(), jax.process_count())
-    names = sorted(sums)
-    values = np.array([sums[k] for k in names], np.float64)
-    if jax.process_count() > 1:
-        values = np.sum(multihost_utils.process_allgather(values), axis=0)
-    totals = dict(zip(names, values))
-    count = max(totals.pop("count"), 1.0)
-    return {f"eval/{k}": v / count for k, v in totals.items()}
+    """The task's held-out evaluation, {"eval/NAME": value}: means computed on the devices
+    (every process evaluates the same items together), fetched as scalars."""
+    return {f"eval/{k}": float(v) for k, v in sharding.fetch(task.evaluate(state["task"])).items()}
 
 
 def _flat(tree, prefix=""):
