@@ -322,17 +322,19 @@ class _NerfReader(grain.transforms.Map):
 class _ClipReader(grain.transforms.Map):
     """Record index -> the whole clip (first ``max_frames`` frames) and its fields."""
 
-    def __init__(self, split: shards.Split, max_frames, fields):
+    def __init__(self, split: shards.Split, max_frames, fields, uint8: bool = False):
         self._records = _Records(split)
         self._split = split
         self._max_frames = max_frames
         self._fields = tuple(fields)
+        self._uint8 = uint8
 
     def map(self, clip) -> dict:
         record = self._records[clip]
         n = record["num_frames"]
         idx = range(n if self._max_frames is None else min(n, self._max_frames))
-        out = {"video": _to_float(shards.clip_frames(record, idx)),
+        frames = shards.clip_frames(record, idx)
+        out = {"video": np.ascontiguousarray(frames) if self._uint8 else _to_float(frames),
                "clip_id": record["clip_id"], "identity": np.int32(self._split.identity[clip]),
                "clip": np.int32(clip)}
         for k, v in _frame_fields(record, idx, self._fields).items():
@@ -488,16 +490,17 @@ def nerf_samples(data_dir, *, batch_size: int, seed: int = 0, worker_count: int 
 
 def eval_clips(data_dir, *, split: str = "test", max_frames: int | None = None, fields=(),
                size=None, process_index: int | None = None,
-               process_count: int | None = None) -> grain.MapDataset:
+               process_count: int | None = None, uint8: bool = False) -> grain.MapDataset:
     """Whole clips in record order (this process's share), unbatched.
 
-    Element: ``video`` (T, H, W, 3) float32 with T = min(frames, ``max_frames``),
+    Element: ``video`` (T, H, W, 3) float32 (``uint8``: as stored) with
+    T = min(frames, ``max_frames``),
     ``clip_id`` str, ``identity`` and ``clip`` int32, and the requested per-frame fields.
     """
     p, n = _process(process_index, process_count)
     sp = shards.open_split(data_dir, split, size=size)
     _check_fields(sp, fields)
-    return grain.MapDataset.range(len(sp))[p::n].map(_ClipReader(sp, max_frames, fields))
+    return grain.MapDataset.range(len(sp))[p::n].map(_ClipReader(sp, max_frames, fields, uint8))
 
 
 class _ToGlobal:

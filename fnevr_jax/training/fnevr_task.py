@@ -335,14 +335,13 @@ class FNeVRTask:
         c = self.config
         clips = loaders.eval_clips(c.data.dir, split=c.data.eval_split,
                                    max_frames=c.data.eval_frames, size=c.image_size,
-                                   process_index=0, process_count=1)
+                                   process_index=0, process_count=1, uint8=True)
         clips = [clips[i]["video"] for i in range(min(len(clips), c.data.eval_clips))]
         if not clips:
             raise ValueError(f"no held-out clips in the `{c.data.eval_split}` split of "
                              f"{c.data.dir}: set --config.data.eval_split")
         length = -(-max(len(v) for v in clips) // devices) * devices
-        videos = np.stack([sharding.pad_batch(np.round(v * 255).astype(np.uint8), length)
-                           for v in clips])
+        videos = np.stack([sharding.pad_batch(v, length) for v in clips])
         weights = np.array([[1.0] * len(v) + [0.0] * (length - len(v)) for v in clips],
                            np.float32)
         return videos, weights
