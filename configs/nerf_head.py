@@ -222,6 +222,10 @@ def get_config(arg=None):
     config.model_name = "nerf_head"
     config.variant = variant
     config.seed = 0                       # fitting's --synthetic problem
+    # Compute dtype of training and evaluation (the MLP, the renderer, the VGG16 loss network):
+    # "float32" or "bfloat16" (mixed precision: parameters, optimizer state, densities,
+    # compositing and the losses stay float32). Rendering and fitting a checkpoint use float32.
+    config.dtype = "float32"
     if variant == "headnerf":
         config.headnerf = _headnerf()
     config.model = _model(variant, config.get("headnerf"))

@@ -12,10 +12,12 @@ PHOTOMETRIC_DISTANCES = ("l1", "l2")
 VGG16_TAPS = (1, 3, 6, 9)   # conv indices of relu1_2, relu2_2, relu3_3, relu4_3 (spec 2.3)
 
 
-def vgg16_features():
-    """(apply, params): apply(params, images [B, H, W, 3] in [0, 1]) -> 4 VGG16 activations."""
+def vgg16_features(dtype=None):
+    """(apply, params): apply(params, images [B, H, W, 3] in [0, 1]) -> 4 VGG16 activations,
+    computed in `dtype` (default: that of the images)."""
     from fnevr_jax.pretrained import vgg
-    module = vgg.ConvFeatures(layers=vgg.VGG16_LAYERS, taps=VGG16_TAPS, preprocess="imagenet")
+    module = vgg.ConvFeatures(layers=vgg.VGG16_LAYERS, taps=VGG16_TAPS, preprocess="imagenet",
+                              dtype=dtype)
     convs = vgg.load_vgg_params("vgg16")["params"]
     params = {"params": {f"Conv_{i}": jax.tree.map(jnp.asarray, convs[f"Conv_{i}"])
                          for i in range(max(VGG16_TAPS) + 1)}}
@@ -59,7 +61,7 @@ def perceptual_loss(pred, target, feature_fn, distance="l2sq", size=224):
     both = jax.image.resize(both, (both.shape[0], size, size, 3), "bilinear", antialias=False)
     total = 0.0
     for act in feature_fn(both):
-        a, b = jnp.split(act, 2, axis=0)
+        a, b = jnp.split(act.astype(jnp.promote_types(act.dtype, jnp.float32)), 2, axis=0)
         diff = a - b
         total = total + jnp.mean(diff * diff if distance == "l2sq" else jnp.abs(diff))
     return total

@@ -11,6 +11,10 @@ encoding in the feature branch, rays through pixel corners from its inverse intr
 samples at the near edge of each bin, its cumulative-product transmittance and its
 PixelShuffle neural renderer of 1x1 convolutions.
 
+`dtype` is the compute dtype of the MLP's and the renderer's matmuls and convolutions (None:
+that of the inputs and parameters); bfloat16 is mixed precision: parameters, the position
+encoding, densities, compositing weights and the output sigmoid stay float32.
+
 The codes enter the MLP once per image: the first layer's kernel (and the skip layer's) is one
 parameter whose rows are split between the per-sample position encoding and the per-image
 codes, W [gamma(x); z] = W_x gamma(x) + (W_z z) broadcast over rays and samples; the view
@@ -19,7 +23,7 @@ applied after compositing, once per ray: sum_i w_i (W f_i + b) = W (sum_i w_i f_
 """
 import functools
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -40,12 +44,16 @@ class SplitDense(nn.Module):
     """
     features: int
     kernel_init: Callable = nn.initializers.glorot_uniform()
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, *parts):
         widths = [p.shape[-1] for p in parts]
         kernel = self.param("kernel", self.kernel_init, (sum(widths), self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        if self.dtype is not None:
+            parts = [p.astype(self.dtype) for p in parts]
+            kernel, bias = kernel.astype(self.dtype), bias.astype(self.dtype)
         starts = [sum(widths[:i]) for i in range(len(parts))]
         blocks = sorted(zip(parts, starts, widths), key=lambda block: block[0].size)
         out = bias
@@ -72,6 +80,7 @@ class ConditionalNeRFMLP(nn.Module):
     skip_layer: int = 5
     per_image_codes: bool = True
     density_activation: str = "relu"
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, pos_enc, codes, feature_cond):
@@ -86,22 +95,24 @@ class ConditionalNeRFMLP(nn.Module):
             codes = jnp.broadcast_to(codes, lead + codes.shape[-1:])
             feature_cond = jnp.broadcast_to(feature_cond, lead + feature_cond.shape[-1:])
             trunk_input = (jnp.concatenate([pos_enc, codes], axis=-1),)
-        h = nn.relu(SplitDense(self.width, name="trunk_0")(*trunk_input))
+        dense = functools.partial(nn.Dense, kernel_init=nn.initializers.glorot_uniform(),
+                                  dtype=self.dtype)
+        h = nn.relu(SplitDense(self.width, dtype=self.dtype, name="trunk_0")(*trunk_input))
         for i in range(1, self.depth):
             if i == self.skip_layer:
-                h = SplitDense(self.width, name=f"trunk_{i}")(*trunk_input, h)
+                h = SplitDense(self.width, dtype=self.dtype, name=f"trunk_{i}")(*trunk_input, h)
             else:
-                h = nn.Dense(self.width, kernel_init=nn.initializers.glorot_uniform(),
-                             name=f"trunk_{i}")(h)
+                h = dense(self.width, name=f"trunk_{i}")(h)
             h = nn.relu(h)
-        raw = nn.Dense(1, kernel_init=nn.initializers.glorot_uniform(), name="density")(h)[..., 0]
+        raw = dense(1, name="density")(h)[..., 0].astype(jnp.promote_types(pos_enc.dtype,
+                                                                            jnp.float32))
         if self.density_activation not in DENSITY_ACTIVATIONS:
             raise ValueError(f"density_activation {self.density_activation!r} not in "
                              f"{DENSITY_ACTIVATIONS}")
         sigma = nn.relu(raw) if self.density_activation == "relu" else nn.softplus(raw - 1.0)
-        bottleneck = nn.Dense(self.width, kernel_init=nn.initializers.glorot_uniform(),
-                              name="bottleneck")(h)
-        feature = SplitDense(self.width // 2, name="feature")(bottleneck, feature_cond)
+        bottleneck = dense(self.width, name="bottleneck")(h)
+        feature = SplitDense(self.width // 2, dtype=self.dtype, name="feature")(bottleneck,
+                                                                             feature_cond)
         return sigma, nn.relu(feature)
 
 
@@ -112,13 +123,15 @@ class FeatureOutput(nn.Module):
     feature map of NHM eq. 7, with one matmul per ray instead of one per sample.
     """
     features: int
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, composited, acc):
         kernel = self.param("kernel", nn.initializers.glorot_uniform(),
                             (composited.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        return jnp.matmul(composited, kernel) + acc[..., None] * bias
+        dtype = self.dtype or composited.dtype
+        return jnp.matmul(composited.astype(dtype), kernel.astype(dtype)) + acc[..., None] * bias
 
 
 def blur(x):
@@ -152,12 +165,14 @@ class PixelShuffleUp(nn.Module):
     blur(pixel_shuffle(h + tile(x, 4))), h = lrelu(W2 lrelu(W1 x)) with 1x1 convs C -> 2C ->
     4C; the residual repeats the channels four times as torch's `x.repeat(1, 4, 1, 1)` does.
     """
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
         c = x.shape[-1]
-        h = nn.leaky_relu(nn.Conv(2 * c, (1, 1), name="layer_1")(x), negative_slope=0.2)
-        h = nn.leaky_relu(nn.Conv(4 * c, (1, 1), name="layer_2")(h), negative_slope=0.2)
+        conv = functools.partial(nn.Conv, kernel_size=(1, 1), dtype=self.dtype)
+        h = nn.leaky_relu(conv(2 * c, name="layer_1")(x), negative_slope=0.2)
+        h = nn.leaky_relu(conv(4 * c, name="layer_2")(h), negative_slope=0.2)
         return blur(pixel_shuffle(h + jnp.tile(x, (1, 1, 1, 4))))
 
 
@@ -177,23 +192,25 @@ class NeuralRenderer(nn.Module):
     num_units: int
     min_channels: int = 32
     style: str = "giraffe"
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, features):
         if self.style not in RENDERER_STYLES:
             raise ValueError(f"renderer style {self.style!r} not in {RENDERER_STYLES}")
-        k = (3, 3) if self.style == "giraffe" else (1, 1)
+        conv = functools.partial(nn.Conv, kernel_size=(3, 3) if self.style == "giraffe"
+                                 else (1, 1), dtype=self.dtype)
         channels = features.shape[-1]
         x = features
-        rgb = nn.Conv(3, k, name="rgb_0")(x)
+        rgb = conv(3, name="rgb_0")(x)
         for i in range(self.num_units):
             rgb = upsample_rgb(rgb)
             channels = max(channels // 2, self.min_channels)
             up = (upsample_nearest2x(x) if self.style == "giraffe"
-                  else PixelShuffleUp(name=f"upsample_{i}")(x))
-            x = nn.leaky_relu(nn.Conv(channels, k, name=f"unit_{i}")(up), negative_slope=0.2)
-            rgb = rgb + nn.Conv(3, k, name=f"rgb_{i + 1}")(x)
-        return nn.sigmoid(rgb)
+                  else PixelShuffleUp(self.dtype, name=f"upsample_{i}")(x))
+            x = nn.leaky_relu(conv(channels, name=f"unit_{i}")(up), negative_slope=0.2)
+            rgb = rgb + conv(3, name=f"rgb_{i + 1}")(x)
+        return nn.sigmoid(rgb.astype(jnp.promote_types(features.dtype, jnp.float32)))
 
 
 class NeRFHead(nn.Module):
@@ -226,6 +243,7 @@ class NeRFHead(nn.Module):
     sample_position: float = 0.5
     transmittance: str = "exp"
     renderer_style: str = "giraffe"
+    dtype: Any = None
 
     @property
     def num_units(self):
@@ -271,16 +289,17 @@ class NeRFHead(nn.Module):
         feature_cond = jnp.concatenate(feature_cond, axis=-1)
         mlp_cls = nn.remat(ConditionalNeRFMLP) if self.remat else ConditionalNeRFMLP
         sigma, hidden = mlp_cls(self.mlp_width, self.mlp_depth, self.mlp_skip_layer,
-                                self.per_image_codes, self.density_activation,
+                                self.per_image_codes, self.density_activation, self.dtype,
                                 name="mlp")(pos_enc, codes, feature_cond)
         _, _, weights = rendering.compute_weights(sigma, deltas, self.transmittance)
         hidden, acc = rendering.composite(weights, hidden)
-        features = FeatureOutput(self.feature_channels, name="feature_out")(hidden, acc)
+        features = FeatureOutput(self.feature_channels, self.dtype, name="feature_out")(hidden,
+                                                                                     acc)
         background = self.param("background", nn.initializers.constant(self.background_init),
                                 (1, size, size, self.feature_channels))
         features = features + (1.0 - acc)[..., None] * background
         renderer = NeuralRenderer(self.num_units, self.renderer_min_channels,
-                                  self.renderer_style, name="renderer")
+                                  self.renderer_style, self.dtype, name="renderer")
         out = {
             "image": renderer(features),
             "features": features,

@@ -57,11 +57,11 @@ class NerfHeadTask:
             raise ValueError(f"{c.data.dir} has identity/expression codes of {dims[0]}/{dims[1]} "
                              f"dims, the model takes {c.model.id_dim}/{c.model.expr_dim}; set "
                              "--config.model.id_dim and --config.model.expr_dim")
-        self.model = network.from_config(c.model)
+        self.model = network.from_config(c.model, dtype=c.dtype)
         self.render_background = c.loss.background_weight > 0
         self.feature_apply, self.frozen = None, {}
         if c.loss.perceptual_weight > 0:
-            self.feature_apply, vgg_params = losses.vgg16_features()
+            self.feature_apply, vgg_params = losses.vgg16_features(c.dtype)
             self.frozen = {"vgg": vgg_params}
         t = c.train
         self.steps_per_epoch = max(1, len(frames) // t.batch_size)
