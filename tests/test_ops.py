@@ -7,9 +7,10 @@ import scipy.ndimage
 import scipy.signal
 import skimage.transform
 
-from fnevr_jax.ops import (anti_alias_downsample, anti_alias_kernel, coordinate_grid, grid_sample,
-                           inv2x2, kp2gaussian, resize_bilinear, resize_nearest,
-                           upsample_nearest2x)
+from fnevr_jax.ops import (anti_alias_downsample, anti_alias_kernel, conv_general_dilated,
+                           coordinate_grid, grid_sample, inv2x2, kp2gaussian, resize_bilinear,
+                           resize_nearest, upsample_nearest2x)
+from fnevr_jax.ops.conv import kernel_gradient, uses_matmul_kernel_gradient
 
 IMG = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], np.float32)[None, :, :, None]  # H=2, W=3
 
@@ -253,3 +254,62 @@ def test_inv2x2_matches_numpy():
     rng = np.random.default_rng(5)
     m = rng.standard_normal((3, 4, 2, 2)).astype(np.float32) + 2 * np.eye(2, dtype=np.float32)
     np.testing.assert_allclose(inv2x2(jnp.asarray(m)), np.linalg.inv(m), rtol=1e-5, atol=1e-5)
+
+
+# (kernel, padding, C_in, C_out): 3x3 as in the blocks and SPADE, 7x7 heads, the
+# discriminator's 4x4 VALID, a 1x1.
+CONV_CASES = [(3, 1, 40, 24), (7, 3, 3, 8), (7, 0, 36, 5), (4, 0, 8, 16), (1, 0, 33, 7)]
+DN = ("NHWC", "HWIO", "NHWC")
+
+
+@pytest.mark.parametrize("kernel,padding,cin,cout", CONV_CASES)
+def test_conv_kernel_gradient_equals_xla(kernel, padding, cin, cout):
+    """`ops.conv.kernel_gradient` (a matrix product per tap) is XLA's kernel gradient: to 1e-12
+    in float64, and within bfloat16 rounding in bfloat16."""
+    pad = ((padding, padding),) * 2
+    with jax.enable_x64(True):
+        keys = jax.random.split(jax.random.key(0), 3)
+        x = jax.random.normal(keys[0], (2, 11, 9, cin), jnp.float64)
+        w = jax.random.normal(keys[1], (kernel, kernel, cin, cout), jnp.float64) / kernel
+        xla = lambda w: jax.lax.conv_general_dilated(x, w, (1, 1), pad, dimension_numbers=DN)  # noqa
+        dy = jax.random.normal(keys[2], xla(w).shape, jnp.float64)
+        ref, = jax.vjp(xla, w)[1](dy)
+        ours = kernel_gradient(x, dy, w.shape, pad)
+        np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-12)
+        low = kernel_gradient(x.astype(jnp.bfloat16), dy.astype(jnp.bfloat16), w.shape, pad)
+        assert low.dtype == jnp.bfloat16
+        assert np.abs(np.asarray(low, np.float64) - ref).max() < 0.02 * np.abs(ref).max()
+
+
+def test_conv_uses_matmul_kernel_gradient_for_large_cpu_convolutions():
+    """Through `ops.conv_general_dilated` a 128x128 32-channel 3x3 convolution has XLA's value
+    and input gradient and the per-tap kernel gradient (a loop of matrix products in its
+    program); convolutions that XLA does as fast (7x7, few channels, small images) or that
+    are not plain (strided, dilated, grouped, string padding) stay `lax.conv_general_dilated`."""
+    x = jax.random.normal(jax.random.key(0), (1, 128, 128, 32))
+    w = jax.random.normal(jax.random.key(1), (3, 3, 32, 32)) / 10
+    pad = ((1, 1), (1, 1))
+    loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w, (1, 1), pad, dimension_numbers=DN)))  # noqa
+    ours = jax.jit(jax.grad(loss(conv_general_dilated), argnums=(0, 1)))
+    xla = jax.jit(jax.grad(loss(jax.lax.conv_general_dilated), argnums=(0, 1)))
+    assert "stablehlo.while" in ours.lower(x, w).as_text()
+    assert "stablehlo.while" not in xla.lower(x, w).as_text()
+    (dx, dw), (dx_ref, dw_ref) = ours(x, w), xla(x, w)
+    np.testing.assert_array_equal(dx, dx_ref)
+    np.testing.assert_allclose(dw, dw_ref, rtol=1e-4, atol=1e-3 * np.abs(dw_ref).max())
+
+    def used(lhs, rhs, **changes):
+        kwargs = dict(window_strides=(1, 1), padding=((1, 1), (1, 1)), dimension_numbers=DN)
+        return uses_matmul_kernel_gradient(lhs, rhs, **{**kwargs, **changes})
+
+    assert used((4, 256, 256, 128), (3, 3, 128, 128)) and used((4, 128, 128, 32), (3, 3, 32, 32))
+    assert used((4, 126, 126, 64), (4, 4, 64, 128), padding=((0, 0), (0, 0)))   # discriminator
+    assert used((4, 64, 64, 512), (3, 3, 512, 512))                  # many channels
+    assert not used((4, 256, 256, 64), (7, 7, 64, 64), padding=((3, 3), (3, 3)))
+    assert not used((4, 256, 256, 64), (3, 3, 64, 3))
+    assert not used((4, 256, 256, 16), (3, 3, 16, 16))
+    assert not used((8, 64, 64, 64), (3, 3, 64, 64))
+    assert not used((4, 256, 256, 128), (3, 3, 128, 128), window_strides=(2, 2))
+    assert not used((4, 256, 256, 128), (3, 3, 128, 128), padding="SAME")
+    assert not used((4, 256, 256, 128), (3, 3, 128, 128), rhs_dilation=(2, 2))
+    assert not used((4, 256, 256, 128), (3, 3, 64, 128), feature_group_count=2)

@@ -9,7 +9,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fnevr_jax.ops import upsample_nearest2x
+from fnevr_jax.ops import conv_general_dilated, upsample_nearest2x
 
 
 def precise(dtype):
@@ -22,9 +22,11 @@ def batch_norm(train, dtype, name=None):
                         name=name)
 
 
-def conv(features, kernel, padding, dtype, name=None, ndim=2):
+def conv(features, kernel, padding, dtype, name=None, ndim=2, **kwargs):
+    """nn.Conv with explicit symmetric padding and `ops.conv_general_dilated` (its kernel
+    gradient is a matrix product per tap)."""
     return nn.Conv(features, (kernel,) * ndim, padding=((padding, padding),) * ndim, dtype=dtype,
-                   name=name)
+                   name=name, conv_general_dilated=conv_general_dilated, **kwargs)
 
 
 class SameBlock2d(nn.Module):

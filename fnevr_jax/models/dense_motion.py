@@ -5,7 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fnevr_jax.models.blocks import Hourglass, precise
+from fnevr_jax.models.blocks import Hourglass, conv, precise
 from fnevr_jax.ops import anti_alias_downsample, coordinate_grid, grid_sample, inv2x2, kp2gaussian
 
 
@@ -52,14 +52,12 @@ class DenseMotionNetwork(nn.Module):
         x = x.reshape(b, h, w, k1 * (c + 1)).astype(self.dtype)
         features = Hourglass(self.block_expansion, self.num_blocks, self.max_features, self.dtype,
                              name="hourglass")(x, train)
-        mask_logits = nn.Conv(k1, (7, 7), padding=((3, 3), (3, 3)), dtype=self.dtype,
-                              name="mask")(features)
+        mask_logits = conv(k1, 7, 3, self.dtype, "mask")(features)
         mask = jax.nn.softmax(mask_logits.astype(precise(self.dtype)), axis=-1)  # [B,h,w,K+1]
         deformation = jnp.sum(mask.transpose(0, 3, 1, 2)[..., None] * motion, axis=1)
         out = {"mask": mask, "deformation": deformation,
                "sparse_deformed": deformed.transpose(0, 3, 1, 2, 4)}
         if self.estimate_occlusion_map:
-            occlusion = nn.Conv(1, (7, 7), padding=((3, 3), (3, 3)), dtype=self.dtype,
-                                name="occlusion")(features)
+            occlusion = conv(1, 7, 3, self.dtype, "occlusion")(features)
             out["occlusion_map"] = jax.nn.sigmoid(occlusion.astype(precise(self.dtype)))
         return out

@@ -5,7 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fnevr_jax.ops import kp2gaussian
+from fnevr_jax.ops import conv_general_dilated, kp2gaussian
 
 
 def _normalize(x, eps=1e-12):
@@ -41,9 +41,8 @@ class SpectralConv(nn.Module):
                 u.value = _normalize(w_sg @ v.value)
             sigma = jnp.dot(u.value, w_mat @ v.value)
             kernel = kernel / sigma
-        y = jax.lax.conv_general_dilated(
-            x.astype(self.dtype), kernel.astype(self.dtype), (1, 1), "VALID",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = conv_general_dilated(x.astype(self.dtype), kernel.astype(self.dtype), (1, 1),
+                                 ((0, 0), (0, 0)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
         return y + bias.astype(self.dtype)
 
 

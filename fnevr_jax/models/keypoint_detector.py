@@ -5,7 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fnevr_jax.models.blocks import Hourglass, precise
+from fnevr_jax.models.blocks import Hourglass, conv, precise
 from fnevr_jax.ops import anti_alias_downsample, coordinate_grid
 
 
@@ -30,8 +30,7 @@ class KPDetector(nn.Module):
         x = anti_alias_downsample(image.astype(self.dtype), self.scale_factor)
         feature_map = Hourglass(self.block_expansion, self.num_blocks, self.max_features,
                                 self.dtype, name="predictor")(x, train)
-        pad = ((self.pad, self.pad),) * 2
-        logits = nn.Conv(self.num_kp, (7, 7), padding=pad, dtype=self.dtype, name="kp")(feature_map)
+        logits = conv(self.num_kp, 7, self.pad, self.dtype, "kp")(feature_map)
         b, h, w, k = logits.shape
         logits = logits.astype(precise(self.dtype)).reshape(b, h * w, k) / self.temperature
         heatmap = jax.nn.softmax(logits, axis=1)  # [B, h*w, K]
@@ -41,8 +40,8 @@ class KPDetector(nn.Module):
         if self.estimate_jacobian:
             maps = 1 if self.single_jacobian_map else self.num_kp
             bias_init = lambda *_: jnp.tile(jnp.array([1.0, 0.0, 0.0, 1.0]), maps)
-            jac = nn.Conv(4 * maps, (7, 7), padding=pad, dtype=self.dtype, name="jacobian",
-                          kernel_init=nn.initializers.zeros, bias_init=bias_init)(feature_map)
+            jac = conv(4 * maps, 7, self.pad, self.dtype, "jacobian",
+                       kernel_init=nn.initializers.zeros, bias_init=bias_init)(feature_map)
             jac = jac.astype(precise(self.dtype)).reshape(b, h * w, maps, 4)
             jac = jnp.sum(heatmap[..., None] * jac, axis=1)  # [B, K, 4]
             out["jacobian"] = jac.reshape(b, self.num_kp, 2, 2)

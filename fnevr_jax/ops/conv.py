@@ -1,0 +1,100 @@
+"""`lax.conv_general_dilated` with a kernel gradient made of matrix products on CPU.
+
+XLA:CPU computes the gradient of a convolution's kernel as another convolution whose window is
+the whole image and whose contraction runs over the batch: for large images that is the
+slowest op of a training step (47% of the vox256 step at batch 4, BENCHMARKS.md). Here, on
+CPU, for stride-1, undilated, ungrouped NHWC/HWIO convolutions with at most 4x4 taps, at least
+32 input and output channels, and either large outputs or many channels, the kernel gradient
+is one matrix product per tap (p, q) over every output position, one tap at a time:
+
+    dW[p, q] = X_pad[:, p:p + H_out, q:q + W_out, :]^T dY      ([C_in, N] @ [N, C_out])
+
+The rest (7x7 heads, few channels, small images) is as fast or faster as XLA does it
+(measured in BENCHMARKS.md), and so is every convolution on GPU and TPU. The value and the
+input gradient are always XLA's; other convolutions go to `lax.conv_general_dilated`.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+_NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
+                                 out_spec=(0, 3, 1, 2))
+MIN_CHANNELS, MAX_TAPS = 32, 16
+MIN_OUTPUT_PIXELS, MIN_CHANNEL_PRODUCT = 96 * 96, 128 * 256   # either suffices
+
+
+def uses_matmul_kernel_gradient(lhs_shape, rhs_shape, window_strides, padding,
+                                lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
+                                feature_group_count=1, batch_group_count=1):
+    """Whether `conv_general_dilated` computes this convolution's kernel gradient itself."""
+    if (len(lhs_shape) != 4 or isinstance(padding, str) or jax.default_backend() != "cpu"
+            or any(s != 1 for s in window_strides)
+            or any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
+            or feature_group_count != 1 or batch_group_count != 1
+            or lax.conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers) != _NHWC):
+        return False
+    kh, kw, ci, co = rhs_shape
+    ho, wo = (lhs_shape[i] + sum(padding[i - 1]) - rhs_shape[i - 1] + 1 for i in (1, 2))
+    return (kh * kw <= MAX_TAPS and min(ci, co) >= MIN_CHANNELS
+            and (ho * wo >= MIN_OUTPUT_PIXELS or ci * co >= MIN_CHANNEL_PRODUCT))
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                         batch_group_count=1, precision=None, preferred_element_type=None):
+    """Drop-in for `lax.conv_general_dilated` (and `nn.Conv(conv_general_dilated=...)`)."""
+    if not uses_matmul_kernel_gradient(lhs.shape, rhs.shape, window_strides, padding,
+                                       lhs_dilation, rhs_dilation, dimension_numbers,
+                                       feature_group_count, batch_group_count):
+        return lax.conv_general_dilated(
+            lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+            feature_group_count, batch_group_count, precision, preferred_element_type)
+    return _conv(lhs, rhs, tuple(tuple(int(p) for p in pair) for pair in padding), precision,
+                 preferred_element_type)
+
+
+def _xla_conv(x, w, padding, precision, preferred_element_type):
+    return lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=_NHWC,
+                                    precision=precision,
+                                    preferred_element_type=preferred_element_type)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv(x, w, padding, precision, preferred_element_type):
+    return _xla_conv(x, w, padding, precision, preferred_element_type)
+
+
+def _conv_fwd(x, w, padding, precision, preferred_element_type):
+    return _xla_conv(x, w, padding, precision, preferred_element_type), (x, w)
+
+
+def kernel_gradient(x, dy, kernel_shape, padding, precision=None):
+    """dL/dW [kh, kw, C_in, C_out] of a stride-1 NHWC convolution of `x` with output
+    cotangent `dy`: per tap one matrix product over all output positions (a loop over the
+    taps, so one shifted copy of `x` is alive), accumulated in at least float32, returned in
+    `x`'s dtype."""
+    kh, kw, ci, co = kernel_shape
+    xp = jnp.pad(x, ((0, 0),) + padding + ((0, 0),))
+    ho, wo = dy.shape[1:3]
+    dy = dy.reshape(-1, co).astype(x.dtype)
+    acc = jnp.promote_types(x.dtype, jnp.float32)
+
+    def tap(t):
+        window = lax.dynamic_slice(xp, (0, t // kw, t % kw, 0), (xp.shape[0], ho, wo, ci))
+        return lax.dot_general(window.reshape(-1, ci), dy, (((0,), (0,)), ((), ())), precision,
+                               preferred_element_type=acc)
+
+    return lax.map(tap, jnp.arange(kh * kw)).reshape(kh, kw, ci, co).astype(x.dtype)
+
+
+def _conv_bwd(padding, precision, preferred_element_type, residuals, dy):
+    x, w = residuals
+    _, input_vjp = jax.vjp(lambda x: _xla_conv(x, w, padding, precision,
+                                               preferred_element_type), x)
+    dx, = input_vjp(dy)
+    return dx, kernel_gradient(x, dy, w.shape, padding, precision).astype(w.dtype)
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
