@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import types
+import warnings
 
 import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -141,7 +142,6 @@ def official_step_time(fnevr_checkout, fomm_checkout, batch_size, iters):
         sum(v.mean() for v in losses_discriminator.values()).backward()
         opt_d.step(), opt_d.zero_grad()
 
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)          # grid_sample's align_corners note
         step()

@@ -9,9 +9,10 @@ is one matrix product per tap (p, q) over every output position, one tap at a ti
 
     dW[p, q] = X_pad[:, p:p + H_out, q:q + W_out, :]^T dY      ([C_in, N] @ [N, C_out])
 
-The rest (7x7 heads, few channels, small images) is as fast or faster as XLA does it
-(measured in BENCHMARKS.md), and so is every convolution on GPU and TPU. The value and the
-input gradient are always XLA's; other convolutions go to `lax.conv_general_dilated`.
+The rest (7x7 heads, few channels, small images) is as fast or faster as XLA does it on CPU
+(measured in BENCHMARKS.md). GPU and TPU keep XLA's own kernel gradients (not measured here).
+The value and the input gradient are always XLA's; other convolutions go to
+`lax.conv_general_dilated`.
 """
 import functools
 
@@ -94,7 +95,7 @@ def _conv_bwd(padding, precision, preferred_element_type, residuals, dy):
     _, input_vjp = jax.vjp(lambda x: _xla_conv(x, w, padding, precision,
                                                preferred_element_type), x)
     dx, = input_vjp(dy)
-    return dx, kernel_gradient(x, dy, w.shape, padding, precision).astype(w.dtype)
+    return dx, kernel_gradient(x, dy, w.shape, padding, precision)
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
