@@ -26,6 +26,7 @@ import math
 from typing import Any, Callable
 
 import flax.linen as nn
+from flax.linen.dtypes import promote_dtype
 import jax
 import jax.numpy as jnp
 
@@ -51,9 +52,7 @@ class SplitDense(nn.Module):
         widths = [p.shape[-1] for p in parts]
         kernel = self.param("kernel", self.kernel_init, (sum(widths), self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        if self.dtype is not None:
-            parts = [p.astype(self.dtype) for p in parts]
-            kernel, bias = kernel.astype(self.dtype), bias.astype(self.dtype)
+        *parts, kernel, bias = promote_dtype(*parts, kernel, bias, dtype=self.dtype)
         starts = [sum(widths[:i]) for i in range(len(parts))]
         blocks = sorted(zip(parts, starts, widths), key=lambda block: block[0].size)
         out = bias
@@ -130,8 +129,8 @@ class FeatureOutput(nn.Module):
         kernel = self.param("kernel", nn.initializers.glorot_uniform(),
                             (composited.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        dtype = self.dtype or composited.dtype
-        return jnp.matmul(composited.astype(dtype), kernel.astype(dtype)) + acc[..., None] * bias
+        composited, kernel = promote_dtype(composited, kernel, dtype=self.dtype)
+        return jnp.matmul(composited, kernel) + acc[..., None] * bias
 
 
 def blur(x):
