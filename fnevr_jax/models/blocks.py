@@ -8,8 +8,9 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
 
-from fnevr_jax.ops import conv_general_dilated, upsample_nearest2x
+from fnevr_jax.ops import conv_general_dilated, conv_of_nearest_upsampled
 
 
 def precise(dtype):
@@ -27,6 +28,38 @@ def conv(features, kernel, padding, dtype, name=None, ndim=2, **kwargs):
     gradient is a matrix product per tap)."""
     return nn.Conv(features, (kernel,) * ndim, padding=((padding, padding),) * ndim, dtype=dtype,
                    name=name, conv_general_dilated=conv_general_dilated, **kwargs)
+
+
+def conv_params(module, in_features, features, kernel):
+    """An `nn.Conv`'s parameters declared in `module`: same names, shapes and initialisers."""
+    return (module.param("kernel", nn.initializers.lecun_normal(),
+                         (kernel, kernel, in_features, features)),
+            module.param("bias", nn.initializers.zeros_init(), (features,)))
+
+
+class ConvParams(nn.Module):
+    """The kernel and bias of a convolution computed together with others (SPADE's γ and β)."""
+    features: int
+    kernel: int
+
+    @nn.compact
+    def __call__(self, in_features):
+        return conv_params(self, in_features, self.features, self.kernel)
+
+
+class NearestUpConv(nn.Module):
+    """Nearest ×`factor` upsampling, then a conv with padding k // 2, computed at the input's
+    resolution (`ops.conv_of_nearest_upsampled`, exact); an `nn.Conv`'s parameters."""
+    features: int
+    kernel: int = 3
+    factor: int = 2
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kernel, bias = conv_params(self, x.shape[-1], self.features, self.kernel)
+        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        return conv_of_nearest_upsampled(x, kernel, self.factor) + bias
 
 
 class SameBlock2d(nn.Module):
@@ -62,8 +95,7 @@ class UpBlock2d(nn.Module):
 
     @nn.compact
     def __call__(self, x, train=False):
-        x = upsample_nearest2x(x) if self.upsample else x
-        x = conv(self.features, 3, 1, self.dtype, name="conv")(x)
+        x = NearestUpConv(self.features, 3, 2 if self.upsample else 1, self.dtype, name="conv")(x)
         return nn.relu(batch_norm(train, self.dtype, "norm")(x))
 
 

@@ -9,9 +9,10 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
 
-from fnevr_jax.models.blocks import conv, precise
-from fnevr_jax.ops import resize_bilinear, resize_nearest
+from fnevr_jax.models.blocks import ConvParams, NearestUpConv, conv, precise
+from fnevr_jax.ops import conv_general_dilated, resize_bilinear, resize_nearest
 
 
 def instance_norm(x, eps=1e-5):
@@ -29,10 +30,19 @@ class SPADELayer(nn.Module):
 
     @nn.compact
     def __call__(self, x, seg):
-        seg = resize_nearest(seg, x.shape[1:3])
-        actv = nn.relu(conv(self.hidden, 3, 1, self.dtype, "mlp_shared_0")(seg))
-        gamma = conv(x.shape[-1], 3, 1, self.dtype, "mlp_gamma")(actv)
-        beta = conv(x.shape[-1], 3, 1, self.dtype, "mlp_beta")(actv)
+        factor = x.shape[1] // seg.shape[1]
+        if x.shape[1:3] != (factor * seg.shape[1], factor * seg.shape[2]):
+            seg, factor = resize_nearest(seg, x.shape[1:3]), 1
+        actv = nn.relu(NearestUpConv(self.hidden, 3, factor, self.dtype, name="mlp_shared_0")(seg))
+        # γ and β as one convolution (their kernels side by side): the same sums, one pass.
+        gamma_kernel, gamma_bias = ConvParams(x.shape[-1], 3, name="mlp_gamma")(self.hidden)
+        beta_kernel, beta_bias = ConvParams(x.shape[-1], 3, name="mlp_beta")(self.hidden)
+        actv, kernel, bias = promote_dtype(
+            actv, jnp.concatenate([gamma_kernel, beta_kernel], -1),
+            jnp.concatenate([gamma_bias, beta_bias]), dtype=self.dtype)
+        gamma, beta = jnp.split(conv_general_dilated(
+            actv, kernel, (1, 1), ((1, 1), (1, 1)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias, 2, axis=-1)
         return instance_norm(x) * (1 + gamma) + beta
 
 

@@ -99,3 +99,45 @@ def _conv_bwd(padding, precision, preferred_element_type, residuals, dy):
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def conv_of_nearest_upsampled(x, kernel, factor, precision=None):
+    """`conv(upsample_nearest(x, factor), kernel)` (stride 1, zero padding k // 2, odd k),
+    computed at `x`'s resolution: exact, with fewer products.
+
+    Output row f·i + r reads source rows ⌊(f·i + r + d) / f⌋ = i + ⌊(r + d) / f⌋ for the taps
+    d = -k//2 .. k//2, so per phase r the kernel's rows fold onto a few source offsets (for a
+    3x3 kernel and f = 4: {-1, 0}, {0}, {0}, {0, 1}). Phases with the same folding share one
+    convolution of `x` with the folded kernel; the phases are then interleaved. For 3x3 and f = 4
+    that is 25 taps at the low resolution instead of 9 at the high one (5.8x fewer products;
+    2.25x for f = 2). Used where the official code upsamples by nearest neighbour and convolves:
+    the SPADE layers' shared convolution and the up-blocks (FOMM `UpBlock2d`)."""
+    kh, kw = kernel.shape[:2]
+    if factor == 1:
+        return conv_general_dilated(x, kernel, (1, 1), ((kh // 2,) * 2, (kw // 2,) * 2),
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                    precision=precision)
+    rows, row_phase = _foldings(kh, factor)
+    cols, col_phase = _foldings(kw, factor)
+    outs = [[_folded_conv(x, kernel, rf, cf, precision) for cf in cols] for rf in rows]
+    out = jnp.stack([jnp.stack([outs[a][b] for b in col_phase], 3) for a in row_phase], 2)
+    b, h, _, w, _, c = out.shape                          # [B, H, f, W, f, C]
+    return out.reshape(b, h * factor, w * factor, c)
+
+
+def _foldings(k, factor):
+    """The distinct tap → source-offset maps of the `factor` phases, and each phase's map."""
+    maps = [tuple((r + d - k // 2) // factor for d in range(k)) for r in range(factor)]
+    distinct = sorted(set(maps), key=maps.index)
+    return distinct, [distinct.index(m) for m in maps]
+
+
+def _folded_conv(x, kernel, row_map, col_map, precision):
+    """The convolution of `x` with `kernel` folded onto the source offsets of one phase."""
+    fold = lambda m: jnp.asarray(                            # noqa: E731  [offsets, taps]
+        [[float(o == a) for o in m] for a in range(min(m), max(m) + 1)], kernel.dtype)
+    folded = jnp.einsum("ad,be,deio->abio", fold(row_map), fold(col_map), kernel,
+                        precision=lax.Precision.HIGHEST)
+    padding = ((-min(row_map), max(row_map)), (-min(col_map), max(col_map)))
+    return conv_general_dilated(x, folded, (1, 1), padding,
+                                dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision)

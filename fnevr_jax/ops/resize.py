@@ -67,17 +67,27 @@ def anti_alias_kernel(scale):
 
 
 def anti_alias_downsample(x, scale):
-    """Gaussian blur then subsample every 1/scale pixels from pixel 0 (zero padding)."""
+    """Gaussian blur then subsample every 1/scale pixels from pixel 0 (zero padding).
+
+    The strided convolution is written as a stride-1 convolution of the image's s x s
+    space-to-depth blocks (s = 1/scale) with the kernel's s x s polyphase components: the same
+    products, and its gradient is again a small stride-1 convolution (XLA turns the gradient of
+    a strided one into a convolution over a zero-dilated image, which is slow on CPU)."""
     if scale == 1:
         return x
     kernel = anti_alias_kernel(scale)
     size = kernel.shape[0]
     ka = size // 2
-    kb = ka - 1 if size % 2 == 0 else ka
     step = int(1 / scale)
-    channels = x.shape[-1]
-    w = jnp.asarray(np.tile(kernel[:, :, None, None], (1, 1, 1, channels)), x.dtype)
+    b, h, w, channels = x.shape
+    taps = -(-size // step)                                   # polyphase taps per axis
+    out_h, out_w = ((n + 2 * ka - size) // step + 1 for n in (h, w))
+    rows, cols = step * (out_h + taps - 1), step * (out_w + taps - 1)
+    x = jnp.pad(x, ((0, 0), (ka, max(rows - h - ka, 0)), (ka, max(cols - w - ka, 0)), (0, 0)))
+    x = x[:, :rows, :cols].reshape(b, rows // step, step, cols // step, step, channels)
+    x = x.transpose(0, 1, 3, 5, 2, 4).reshape(b, rows // step, cols // step, -1)
+    k = np.pad(kernel, ((0, taps * step - size),) * 2).reshape(taps, step, taps, step)
+    k = np.tile(k.transpose(0, 2, 1, 3).reshape(taps, taps, step * step, 1), (1, 1, 1, channels))
     return jax.lax.conv_general_dilated(
-        x, w, window_strides=(step, step), padding=((ka, kb), (ka, kb)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels,
-        precision=jax.lax.Precision.HIGHEST)
+        x, jnp.asarray(k, x.dtype), (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=channels, precision=jax.lax.Precision.HIGHEST)
