@@ -319,6 +319,27 @@ def test_conv_of_nearest_upsampled_is_the_convolution_of_the_upsampled_image(fac
         assert flops < 0.25 * 2 * x.size * 16 * 9 * 3
 
 
+@pytest.mark.parametrize("kernel,cin,cout", [(4, 64, 64), (7, 8, 5), (1, 3, 4)])
+def test_unpadded_conv_is_computed_padded_on_cpu(kernel, cin, cout):
+    """An unpadded convolution through `ops.conv_general_dilated` runs padded by one column
+    (in its program) and equals `lax.conv_general_dilated`: value and both gradients, to 1e-12
+    in float64 (the 4x4 case takes the per-tap kernel gradient too)."""
+    with jax.enable_x64(True):
+        keys = jax.random.split(jax.random.key(5), 3)
+        x = jax.random.normal(keys[0], (2, 100, 97, cin), jnp.float64)
+        w = jax.random.normal(keys[1], (kernel, kernel, cin, cout), jnp.float64) / kernel
+        dy = jax.random.normal(keys[2], (2, 101 - kernel, 98 - kernel, cout), jnp.float64)
+        results = []
+        for conv in (jax.lax.conv_general_dilated, conv_general_dilated):
+            f = lambda x, w: conv(x, w, (1, 1), ((0, 0), (0, 0)), dimension_numbers=DN)  # noqa
+            value, vjp = jax.vjp(f, x, w)
+            results.append((value, *vjp(dy)))
+        for ours, ref in zip(*results[::-1]):
+            np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-12)
+        program = jax.jit(f).lower(x, w).as_text()
+        assert "pad = [[0, 0], [0, 1]]" in program
+
+
 def test_conv_uses_matmul_kernel_gradient_for_large_cpu_convolutions():
     """Through `ops.conv_general_dilated` a 128x128 32-channel 3x3 convolution has XLA's value
     and input gradient and the per-tap kernel gradient (a loop of matrix products in its
@@ -343,6 +364,8 @@ def test_conv_uses_matmul_kernel_gradient_for_large_cpu_convolutions():
     assert used((4, 256, 256, 128), (3, 3, 128, 128)) and used((4, 128, 128, 32), (3, 3, 32, 32))
     assert used((4, 126, 126, 64), (4, 4, 64, 128), padding=((0, 0), (0, 0)))   # discriminator
     assert used((4, 64, 64, 512), (3, 3, 512, 512))                  # many channels
+    assert used((4, 64, 64, 128), (2, 2, 128, 128), padding=((1, 0), (0, 1)))   # few taps
+    assert not used((4, 64, 64, 16), (1, 1, 16, 128), padding=((0, 0), (0, 0)))
     assert not used((4, 256, 256, 64), (7, 7, 64, 64), padding=((3, 3), (3, 3)))
     assert not used((4, 256, 256, 64), (3, 3, 64, 3))
     assert not used((4, 256, 256, 16), (3, 3, 16, 16))
