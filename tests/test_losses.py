@@ -168,3 +168,39 @@ def test_mesh_weight_predictor_range(shape):
     params = model.init(jax.random.key(0), jnp.ones(shape), pts)
     w = model.apply(params, jnp.ones(shape), pts)
     assert w.shape == (1, 6) and bool(jnp.all((w > 0) & (w < 1)))
+
+
+ZERO_WEIGHT_TERMS = {     # the term's named scope or function in the step, and its weights
+    "loss_pixel_l1": {"loss_weights.pixel_l1": 0.0},
+    "loss_render_perceptual": {"loss_weights.render_perceptual": (0.0,) * 5},
+    "loss_gan": {"loss_weights.generator_gan": 0.0},
+    '"feature_matching"(': {"loss_weights.feature_matching": (0.0,) * 4},
+    "loss_equivariance": {"loss_weights.equivariance_value": 0.0,
+                          "loss_weights.equivariance_jacobian": 0.0},
+    "loss_sigma": {"loss_weights.sigma": 0.0},
+    "loss_pose_edit": {"loss_weights.pose_edit": 0.0},
+}
+
+
+def test_a_loss_term_of_weight_zero_is_not_in_the_training_step(tiny_data):
+    """A term of weight zero costs nothing: with every optional term on, the lowered training
+    step holds each term's operations (their named scope, or the loss function, in the
+    program's locations); with one term's weight at zero, none of that term's operations
+    are in the program (a product with 0.0 would still compute the term), and the others'
+    are."""
+    from fnevr_jax.training.fnevr_task import FNeVRTask
+    from tests import tiny
+
+    def program(**overrides):
+        task = FNeVRTask(tiny.config(tiny_data, **overrides))
+        state = jax.eval_shape(task.init_state, jax.random.key(0))
+        batch = jax.eval_shape(lambda: next(iter(task.train_data(0))))
+        lowered = jax.jit(task.train_step).lower(state, batch, jax.random.key(1), task.frozen)
+        return lowered.as_text(debug_info=True)
+
+    full = program()
+    assert all(marker in full for marker in ZERO_WEIGHT_TERMS)
+    for marker, overrides in ZERO_WEIGHT_TERMS.items():
+        text = program(**overrides)
+        assert marker not in text, marker
+        assert "loss_pixel_l1" in text or marker == "loss_pixel_l1"

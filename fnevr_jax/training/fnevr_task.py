@@ -175,56 +175,62 @@ class FNeVRTask:
         fake = vgg(losses.image_pyramid(out["prediction"], scales))
         terms = {"perceptual": losses.perceptual_pyramid(fake, real, w.perceptual)}
         if w.pixel_l1:
-            terms["pixel_l1"] = w.pixel_l1 * losses.pixel_l1(out["prediction"], driving)
+            with jax.named_scope("loss_pixel_l1"):
+                terms["pixel_l1"] = w.pixel_l1 * losses.pixel_l1(out["prediction"], driving)
         if "render" in out and any(w.render_perceptual):
-            render = vgg(losses.image_pyramid(out["render"], scales))
-            terms["render_perceptual"] = losses.perceptual_pyramid(render, real,
-                                                                   w.render_perceptual)
+            with jax.named_scope("loss_render_perceptual"):
+                render = vgg(losses.image_pyramid(out["render"], scales))
+                terms["render_perceptual"] = losses.perceptual_pyramid(render, real,
+                                                                       w.render_perceptual)
         if self.use_gan:
-            disc = self.models["discriminator"]
-            d_scales = disc.scales
+            with jax.named_scope("loss_gan"):
+                disc = self.models["discriminator"]
+                d_scales = disc.scales
 
-            def discriminate(images):
-                out, upd = disc.apply({"params": params["discriminator"],
-                                       "batch_stats": stats["discriminator"]},
-                                      losses.image_pyramid(images, d_scales),
-                                      jax.lax.stop_gradient(kp_driving), train=True,
-                                      mutable=["batch_stats"])
-                stats["discriminator"] = upd["batch_stats"]
-                return out
+                def discriminate(images):
+                    out, upd = disc.apply({"params": params["discriminator"],
+                                           "batch_stats": stats["discriminator"]},
+                                          losses.image_pyramid(images, d_scales),
+                                          jax.lax.stop_gradient(kp_driving), train=True,
+                                          mutable=["batch_stats"])
+                    stats["discriminator"] = upd["batch_stats"]
+                    return out
 
-            d_fake, d_real = discriminate(out["prediction"]), discriminate(driving)
-            terms["generator_gan"] = losses.lsgan_generator(
-                [d_fake[s]["prediction_map"] for s in d_scales], w.generator_gan)
-            if any(w.feature_matching):
-                terms["feature_matching"] = losses.feature_matching(
-                    [d_real[s]["feature_maps"] for s in d_scales],
-                    [d_fake[s]["feature_maps"] for s in d_scales], w.feature_matching)
+                d_fake, d_real = discriminate(out["prediction"]), discriminate(driving)
+                terms["generator_gan"] = losses.lsgan_generator(
+                    [d_fake[s]["prediction_map"] for s in d_scales], w.generator_gan)
+                if any(w.feature_matching):
+                    terms["feature_matching"] = losses.feature_matching(
+                        [d_real[s]["feature_maps"] for s in d_scales],
+                        [d_fake[s]["feature_maps"] for s in d_scales], w.feature_matching)
         if w.equivariance_value or w.equivariance_jacobian:
-            t = c.transform
-            transform = losses.random_transform(rng, source.shape[0], t.sigma_affine, t.sigma_tps,
-                                                t.points_tps)
-            kp_transformed = detect(losses.transform_frame(transform, driving))
-            terms.update(losses.equivariance(kp_driving, kp_transformed, transform,
-                                             w.equivariance_value, w.equivariance_jacobian))
+            with jax.named_scope("loss_equivariance"):
+                t = c.transform
+                transform = losses.random_transform(rng, source.shape[0], t.sigma_affine,
+                                                    t.sigma_tps, t.points_tps)
+                kp_transformed = detect(losses.transform_frame(transform, driving))
+                terms.update(losses.equivariance(kp_driving, kp_transformed, transform,
+                                                 w.equivariance_value, w.equivariance_jacobian))
         if self.use_sigma:
-            points = batch["driving_landmarks"]
-            n = points.shape[1]
-            points = points[:, np.linspace(0, n - 1, c.sigma_loss.num_points).astype(int)]
-            valid = jnp.all(jnp.isfinite(points), axis=(1, 2))
-            points = jnp.where(jnp.isfinite(points), points, 0.0)
-            weights = self.mesh_weights.apply({"params": params["mesh_weights"]},
-                                              out["warped_feature"], points)
-            s = c.sigma_loss
-            terms["sigma"] = w.sigma * losses.sigma_matching(
-                out["sigma_map"], points, weights, valid, s.alpha1, s.alpha2, s.variance)
+            with jax.named_scope("loss_sigma"):
+                points = batch["driving_landmarks"]
+                n = points.shape[1]
+                points = points[:, np.linspace(0, n - 1, c.sigma_loss.num_points).astype(int)]
+                valid = jnp.all(jnp.isfinite(points), axis=(1, 2))
+                points = jnp.where(jnp.isfinite(points), points, 0.0)
+                weights = self.mesh_weights.apply({"params": params["mesh_weights"]},
+                                                  out["warped_feature"], points)
+                s = c.sigma_loss
+                terms["sigma"] = w.sigma * losses.sigma_matching(
+                    out["sigma_map"], points, weights, valid, s.alpha1, s.alpha2, s.variance)
         if self.use_pose:
-            rotation = relative_rotation(batch["source_pose"], batch["driving_pose"])
-            kp_edit = self.pose_editor.apply({"params": params["pose_editor"]}, rotation,
-                                             jax.lax.stop_gradient(kp_source))
-            terms["pose_edit"] = w.pose_edit * losses.pose_editor_loss(
-                kp_edit, jax.lax.stop_gradient(kp_driving), c.pose_loss.lambda1,
-                c.pose_loss.lambda2)
+            with jax.named_scope("loss_pose_edit"):
+                rotation = relative_rotation(batch["source_pose"], batch["driving_pose"])
+                kp_edit = self.pose_editor.apply({"params": params["pose_editor"]}, rotation,
+                                                 jax.lax.stop_gradient(kp_source))
+                terms["pose_edit"] = w.pose_edit * losses.pose_editor_loss(
+                    kp_edit, jax.lax.stop_gradient(kp_driving), c.pose_loss.lambda1,
+                    c.pose_loss.lambda2)
         aux = {"prediction": out["prediction"], "kp_driving": kp_driving}
         return terms, stats, aux
 
