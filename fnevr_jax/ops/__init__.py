@@ -6,7 +6,8 @@ from fnevr_jax.ops.resize import (anti_alias_downsample, anti_alias_kernel, resi
                                   resize_nearest, upsample_nearest2x)
 
 __all__ = [
-    "conv_general_dilated", "conv_of_nearest_upsampled", "PADDING_MODES", "grid_sample", "coordinate_grid", "inv2x2", "kp2gaussian",
+    "conv_general_dilated", "conv_of_nearest_upsampled", "PADDING_MODES", "grid_sample",
+    "coordinate_grid", "inv2x2", "kp2gaussian",
     "anti_alias_downsample", "anti_alias_kernel", "resize_bilinear", "resize_nearest",
     "upsample_nearest2x",
 ]
