@@ -27,15 +27,23 @@ MIN_CHANNELS, MAX_TAPS = 32, 16
 MIN_OUTPUT_PIXELS, MIN_CHANNEL_PRODUCT, FEW_TAPS = 96 * 96, 128 * 256, 4   # any suffices
 
 
+def _plain_cpu_conv(lhs_shape, rhs_shape, window_strides, lhs_dilation, rhs_dilation,
+                    dimension_numbers, feature_group_count, batch_group_count):
+    """A stride-1, undilated, ungrouped NHWC/HWIO 2D convolution, on CPU."""
+    return (len(lhs_shape) == 4 and jax.default_backend() == "cpu"
+            and all(s == 1 for s in window_strides)
+            and all(d == 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
+            and feature_group_count == 1 and batch_group_count == 1
+            and lax.conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers) == _NHWC)
+
+
 def uses_matmul_kernel_gradient(lhs_shape, rhs_shape, window_strides, padding,
                                 lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
                                 feature_group_count=1, batch_group_count=1):
     """Whether `conv_general_dilated` computes this convolution's kernel gradient itself."""
-    if (len(lhs_shape) != 4 or isinstance(padding, str) or jax.default_backend() != "cpu"
-            or any(s != 1 for s in window_strides)
-            or any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
-            or feature_group_count != 1 or batch_group_count != 1
-            or lax.conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers) != _NHWC):
+    if isinstance(padding, str) or not _plain_cpu_conv(
+            lhs_shape, rhs_shape, window_strides, lhs_dilation, rhs_dilation,
+            dimension_numbers, feature_group_count, batch_group_count):
         return False
     kh, kw, ci, co = rhs_shape
     ho, wo = (lhs_shape[i] + sum(padding[i - 1]) - rhs_shape[i - 1] + 1 for i in (1, 2))
@@ -46,14 +54,12 @@ def uses_matmul_kernel_gradient(lhs_shape, rhs_shape, window_strides, padding,
 
 def _is_unpadded(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation, rhs_dilation,
                  dimension_numbers, feature_group_count, batch_group_count):
-    """A plain stride-1 NHWC convolution on CPU without padding."""
+    """A plain CPU convolution (`_plain_cpu_conv`) without padding."""
     unpadded = padding == "VALID" or (not isinstance(padding, str)
                                       and all(p == 0 for pair in padding for p in pair))
-    return (unpadded and len(lhs_shape) == 4 and jax.default_backend() == "cpu"
-            and all(s == 1 for s in window_strides)
-            and all(d == 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
-            and feature_group_count == 1 and batch_group_count == 1
-            and lax.conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers) == _NHWC)
+    return unpadded and _plain_cpu_conv(lhs_shape, rhs_shape, window_strides, lhs_dilation,
+                                        rhs_dilation, dimension_numbers, feature_group_count,
+                                        batch_group_count)
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
