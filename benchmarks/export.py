@@ -34,8 +34,9 @@ from timing import median_seconds
 DATA = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data"
 
 
-def official_frame(model, checkout, state_dict):
-    """The official `frame` in PyTorch: NHWC float32 numpy in and out."""
+def official_modules(model, checkout, state_dict=None):
+    """The official `KPDetector` and generator of `model` (`config/vox-256.yaml`, eval mode),
+    loaded with `state_dict` when given (else PyTorch's random initialisation)."""
     import torch
     import yaml
     checkout = pathlib.Path(checkout)
@@ -51,9 +52,17 @@ def official_frame(model, checkout, state_dict):
     kp_detector = KPDetector(**params["kp_detector_params"], **params["common_params"])
     generator = generator_class(**params["generator_params"], **params["common_params"])
     for prefix, module in (("kp_detector.", kp_detector), ("generator.", generator)):
-        module.load_state_dict({k[len(prefix):]: torch.from_numpy(np.asarray(v))
-                                for k, v in state_dict.items() if k.startswith(prefix)})
+        if state_dict is not None:
+            module.load_state_dict({k[len(prefix):]: torch.from_numpy(np.asarray(v))
+                                    for k, v in state_dict.items() if k.startswith(prefix)})
         module.eval()
+    return kp_detector, generator
+
+
+def official_frame(model, checkout, state_dict):
+    """The official `frame` in PyTorch: NHWC float32 numpy in and out."""
+    import torch
+    kp_detector, generator = official_modules(model, checkout, state_dict)
 
     def frame(source, driving):
         with torch.no_grad(), warnings.catch_warnings():

@@ -6,6 +6,13 @@
 Per frame the step detects the driving keypoints and generates the frame from the source and
 its (precomputed) keypoints: what `animate` runs. Weights are random (speed does not depend on
 them). Prints a markdown table: compile time, ms/frame and frames/s.
+
+    python benchmarks/inference.py --official fnevr=FNEVR_CHECKOUT fomm=FIRST_ORDER_MODEL_CHECKOUT
+
+also times the official code's same step in the same run (`KPDetector` on the driving frames,
+then the generator with the source keypoints computed once; `config/vox-256.yaml`, eval mode,
+`torch.no_grad`, float32, PyTorch's random initialisation) on the GPU when PyTorch sees one,
+and gives each row's time relative to it. Needs torch, PyYAML (and einops for FNeVR).
 """
 import platform
 import time
@@ -49,24 +56,61 @@ def bench(model, batch, dtype, iters, variant=None):
     return compile_s, 1000 * per_batch / batch, batch / per_batch
 
 
+def official_bench(model, checkout, batch, iters):
+    """(ms/frame, frames/s) of the official PyTorch step of `model` at `batch` (docstring)."""
+    import warnings
+
+    import torch
+    import export as export_benchmark            # benchmarks/export.py (run as a script)
+    kp_detector, generator = export_benchmark.official_modules(model, checkout)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    kp_detector, generator = kp_detector.to(device), generator.to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    torch.manual_seed(1)
+    source, driving = torch.rand(2, batch, 3, 256, 256, device=device)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)      # grid_sample's align_corners note
+        kp_source = kp_detector(source)
+        step = lambda: generator(source, kp_source=kp_source,  # noqa: E731
+                                 kp_driving=kp_detector(driving))["prediction"]
+        step()
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            step()
+        sync()
+    per_batch = (time.perf_counter() - t0) / iters
+    return 1000 * per_batch / batch, batch / per_batch
+
+
 def main():
     parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["fnevr", "fomm"])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--official", nargs="+", default=[], metavar="MODEL=CHECKOUT",
+                        help="also time the official PyTorch code of MODEL from CHECKOUT")
     args = parser.parse_args()
+    official = dict(item.split("=", 1) for item in args.official)
     device = jax.devices()[0]
     print(f"device: {device.device_kind} ({jax.default_backend()}, {jax.device_count()} devices), "
           f"jax {jax.__version__}, python {platform.python_version()}, 256x256")
-    print("| model | batch | dtype | compile s | ms/frame | frames/s |")
-    print("|---|---|---|---|---|---|")
+    print("| model | batch | dtype | compile s | ms/frame | frames/s | vs official |")
+    print("|---|---|---|---|---|---|---|")
     for model in args.models:
+        reference = {batch: official_bench(model, official[model], batch, args.iters)[0]
+                     for batch in args.batch_sizes} if model in official else {}
         for dtype in args.dtypes:
             for batch in args.batch_sizes:
                 compile_s, ms, fps = bench(model, batch, dtype, args.iters)
-                print(f"| {model} | {batch} | {dtype} | {compile_s:.1f} | {ms:.1f} | {fps:.2f} |",
-                      flush=True)
+                ratio = f"{ms / reference[batch]:.2f}" if reference else "-"
+                print(f"| {model} | {batch} | {dtype} | {compile_s:.1f} | {ms:.1f} | {fps:.2f} | "
+                      f"{ratio} |", flush=True)
+        for batch, ms in reference.items():
+            import torch
+            print(f"| {model} official PyTorch {torch.__version__} | {batch} | float32 | - | "
+                  f"{ms:.1f} | {1000 / ms:.2f} | 1.00 |", flush=True)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,9 @@ def official_step_time(fnevr_checkout, fomm_checkout, batch_size, iters):
     kp_detector = KPDetector(**params["kp_detector_params"], **common)
     generator = OcclusionAwareGenerator_SPADE(**params["generator_params"], **common)
     discriminator = disc.MultiScaleDiscriminator(**params["discriminator_params"], **common)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for module in (kp_detector, generator, discriminator):
+        module.to(device)
     generator_full = full.GeneratorFullModel(kp_detector, generator, discriminator, train)
     discriminator_full = full.DiscriminatorFullModel(kp_detector, generator, discriminator, train)
     adam = lambda m, lr: torch.optim.Adam(m.parameters(), lr=lr, betas=(0.5, 0.999))  # noqa: E731
@@ -129,8 +132,9 @@ def official_step_time(fnevr_checkout, fomm_checkout, batch_size, iters):
                            adam(discriminator, train["lr_discriminator"]))
     generator.train(), kp_detector.train(), discriminator.train()
     torch.manual_seed(0)
-    x = {"source": torch.rand(batch_size, 3, 256, 256),
-         "driving": torch.rand(batch_size, 3, 256, 256)}
+    x = {"source": torch.rand(batch_size, 3, 256, 256, device=device),
+         "driving": torch.rand(batch_size, 3, 256, 256, device=device)}
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def step():                                 # first-order-model's train.py, one iteration
         losses_generator, generated = generator_full(x)
@@ -145,9 +149,11 @@ def official_step_time(fnevr_checkout, fomm_checkout, batch_size, iters):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)          # grid_sample's align_corners note
         step()
+        sync()
         t0 = time.perf_counter()
         for _ in range(iters):
             step()
+        sync()
     return (time.perf_counter() - t0) / iters
 
 
@@ -191,7 +197,9 @@ def main():
           f"{ratio} |")
     if official_s:
         import torch
-        print(f"| official-style PyTorch {torch.__version__} ({torch.get_num_threads()} threads) | "
+        where = (torch.cuda.get_device_name() if torch.cuda.is_available()
+                 else f"{torch.get_num_threads()} threads")
+        print(f"| official-style PyTorch {torch.__version__} ({where}) | "
               f"{args.variant} | fomm | float32 | {args.batch_size} | - | {official_s:.2f} | "
               f"{args.batch_size / official_s:.2f} | - | 1.00 |")
     bad = [k for k, v in losses.items() if not math.isfinite(v)]
