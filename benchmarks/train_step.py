@@ -12,7 +12,7 @@ the peak device memory (the host process's peak RSS on CPU).
 
 `--objective fomm` is first-order-model's objective on the FNeVR generator (perceptual
 pyramid, LSGAN + feature matching, equivariance: L_R, L_σ and L_editor off), and
-`--official` times the same step in PyTorch in the same run, one after the other:
+`--official` times the same step in PyTorch in the same run, after it, in a child process:
 first-order-model's `GeneratorFullModel` and `DiscriminatorFullModel` (`modules/model.py`,
 `modules/discriminator.py`) with FNeVR's `KPDetector` and `OcclusionAwareGenerator_SPADE`,
 FNeVR's `config/vox-256.yaml`, Adam on each network, and a VGG19 of torchvision's layout with
@@ -21,9 +21,11 @@ CPU build of torch; speed does not depend on the weights). Needs torch and PyYAM
 """
 import importlib.util
 import math
+import os
 import pathlib
 import platform
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -157,6 +159,22 @@ def official_step_time(fnevr_checkout, fomm_checkout, batch_size, iters):
     return (time.perf_counter() - t0) / iters
 
 
+def official_step_time_in_child(fnevr_checkout, fomm_checkout, batch_size, iters):
+    """`official_step_time` in a child process (JAX on CPU there). On a GPU, JAX's allocator
+    keeps the memory the JAX step took, and PyTorch beside it in one process ran out of it
+    (batch 20 on an 80 GB H100)."""
+    fnevr_checkout, fomm_checkout = (str(pathlib.Path(p).resolve())
+                                     for p in (fnevr_checkout, fomm_checkout))
+    call = f"official_step_time({fnevr_checkout!r}, {fomm_checkout!r}, {batch_size}, {iters})"
+    result = subprocess.run(
+        [sys.executable, "-c", f"import train_step; print(train_step.{call})"],
+        cwd=pathlib.Path(__file__).parent, capture_output=True, text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    if result.returncode:
+        sys.exit(f"the PyTorch step failed:\n{result.stderr[-3000:]}")
+    return float(result.stdout.split()[-1])
+
+
 def peak_memory():
     """The first device's peak memory, or the host process's peak RSS on CPU (a string)."""
     stats = jax.devices()[0].memory_stats() or {}
@@ -184,7 +202,7 @@ def main():
         args.variant, args.batch_size, args.iters, args.dtype, data=args.data,
         loss_weights=FOMM_OBJECTIVE if args.objective == "fomm" else None)
     memory = peak_memory()
-    official_s = (official_step_time(*args.official, args.batch_size, args.iters)
+    official_s = (official_step_time_in_child(*args.official, args.batch_size, args.iters)
                   if args.official else None)
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
           f"python {platform.python_version()}")
