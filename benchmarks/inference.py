@@ -57,30 +57,24 @@ def bench(model, batch, dtype, iters, variant=None):
 
 
 def official_bench(model, checkout, batch, iters):
-    """(ms/frame, frames/s) of the official PyTorch step of `model` at `batch` (docstring)."""
+    """ms/frame of the official PyTorch step of `model` at `batch` (module docstring)."""
     import warnings
 
     import torch
     import export as export_benchmark            # benchmarks/export.py (run as a script)
-    kp_detector, generator = export_benchmark.official_modules(model, checkout)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    kp_detector, generator = kp_detector.to(device), generator.to(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    from timing import torch_device, torch_mean_seconds
+    device = torch_device()
+    kp_detector, generator = (m.to(device) for m in export_benchmark.official_modules(model,
+                                                                                     checkout))
     torch.manual_seed(1)
     source, driving = torch.rand(2, batch, 3, 256, 256, device=device)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)      # grid_sample's align_corners note
         kp_source = kp_detector(source)
-        step = lambda: generator(source, kp_source=kp_source,  # noqa: E731
-                                 kp_driving=kp_detector(driving))["prediction"]
-        step()
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            step()
-        sync()
-    per_batch = (time.perf_counter() - t0) / iters
-    return 1000 * per_batch / batch, batch / per_batch
+        seconds = torch_mean_seconds(lambda: generator(source, kp_source=kp_source,
+                                                       kp_driving=kp_detector(driving)),
+                                     iters, device)
+    return 1000 * seconds / batch
 
 
 def main():
@@ -98,8 +92,10 @@ def main():
           f"jax {jax.__version__}, python {platform.python_version()}, 256x256")
     print("| model | batch | dtype | compile s | ms/frame | frames/s | vs official |")
     print("|---|---|---|---|---|---|---|")
+    if official:
+        import torch
     for model in args.models:
-        reference = {batch: official_bench(model, official[model], batch, args.iters)[0]
+        reference = {batch: official_bench(model, official[model], batch, args.iters)
                      for batch in args.batch_sizes} if model in official else {}
         for dtype in args.dtypes:
             for batch in args.batch_sizes:
@@ -108,7 +104,6 @@ def main():
                 print(f"| {model} | {batch} | {dtype} | {compile_s:.1f} | {ms:.1f} | {fps:.2f} | "
                       f"{ratio} |", flush=True)
         for batch, ms in reference.items():
-            import torch
             print(f"| {model} official PyTorch {torch.__version__} | {batch} | float32 | - | "
                   f"{ms:.1f} | {1000 / ms:.2f} | 1.00 |", flush=True)
 

@@ -123,7 +123,8 @@ def official_step_time(fnevr_checkout, fomm_checkout, batch_size, iters):
     kp_detector = KPDetector(**params["kp_detector_params"], **common)
     generator = OcclusionAwareGenerator_SPADE(**params["generator_params"], **common)
     discriminator = disc.MultiScaleDiscriminator(**params["discriminator_params"], **common)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from timing import torch_device, torch_mean_seconds
+    device = torch_device()
     for module in (kp_detector, generator, discriminator):
         module.to(device)
     generator_full = full.GeneratorFullModel(kp_detector, generator, discriminator, train)
@@ -136,7 +137,6 @@ def official_step_time(fnevr_checkout, fomm_checkout, batch_size, iters):
     torch.manual_seed(0)
     x = {"source": torch.rand(batch_size, 3, 256, 256, device=device),
          "driving": torch.rand(batch_size, 3, 256, 256, device=device)}
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def step():                                 # first-order-model's train.py, one iteration
         losses_generator, generated = generator_full(x)
@@ -150,13 +150,7 @@ def official_step_time(fnevr_checkout, fomm_checkout, batch_size, iters):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)          # grid_sample's align_corners note
-        step()
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            step()
-        sync()
-    return (time.perf_counter() - t0) / iters
+        return torch_mean_seconds(step, iters, device)
 
 
 def official_step_time_in_child(fnevr_checkout, fomm_checkout, batch_size, iters):
