@@ -124,15 +124,21 @@ def _smooth(rng, t, count=3):
     return s / amp.sum()
 
 
-def make_motion(rng, frames: int):
-    """Per-frame pose (T, 3), translation (T, 3) and expression code (T, 6)."""
+def make_motion(rng, frames: int, translation: float = 1.0, rotation: float = 1.0):
+    """Per-frame pose (T, 3), translation (T, 3) and expression code (T, 6).
+
+    `translation` and `rotation` scale the head's 2D/depth translation and its rotation
+    amplitudes (the same random draws: 1 and 1 give the default clips). Translation 0 keeps the
+    head centred, as face-aligned crops of talking-head datasets do (VoxCeleb's), so that
+    rotation and expression are the keypoints' only motion.
+    """
     t = np.arange(frames) / FPS
-    scale = rng.uniform(0.4, 1.0)
+    scale = rng.uniform(0.4, 1.0) * rotation
     pose = np.stack([0.5 * scale * _smooth(rng, t), 0.28 * scale * _smooth(rng, t),
                      0.18 * scale * _smooth(rng, t)], -1)
     # Up to ±0.5 (x) and ±0.4 (y) head units: ±10 px at 64 px, a loosely framed talking head.
-    trans = np.stack([0.5 * _smooth(rng, t), 0.4 * _smooth(rng, t),
-                      DISTANCE + 0.4 * _smooth(rng, t)], -1)
+    trans = np.stack([0.5 * translation * _smooth(rng, t), 0.4 * translation * _smooth(rng, t),
+                      DISTANCE + 0.4 * translation * _smooth(rng, t)], -1)
     eyes = np.ones(frames)
     start = rng.uniform(-2.0, 1.0)
     while start < t[-1] + 1:                  # blinks: 0.25 s dips every 1.5-4 s
@@ -343,11 +349,12 @@ def extrinsics(pose, trans) -> np.ndarray:
 
 
 def make_clip(seed: int, split: str, index: int, identity_index: int, *, frames: int = 64,
-              size: int = 64, points: int = 468, supersample: int = 2) -> dict:
+              size: int = 64, points: int = 468, supersample: int = 2, translation: float = 1.0,
+              rotation: float = 1.0) -> dict:
     """One clip with its ground truth, as keyword arguments of ``shards.encode_clip``."""
     ident = make_identity(seed, identity_index)
     rng = np.random.default_rng([seed, 1, SPLIT_IDS.get(split, 2), index])
-    pose, trans, expr = make_motion(rng, frames)
+    pose, trans, expr = make_motion(rng, frames, translation, rotation)
     background = make_background(rng, size)
     light = rng.normal(size=3) * [0.6, 0.4, 0.3] + [0.0, -0.5, -1.0]
     light = (light / np.linalg.norm(light)).astype(np.float32)
@@ -361,6 +368,29 @@ def make_clip(seed: int, split: str, index: int, identity_index: int, *, frames:
                 intrinsics=np.tile(intrinsics(size), (frames, 1, 1)),
                 extrinsics=extrinsics(pose, trans),
                 identity_code=np.tile(ident.code(), (frames, 1)), expression_code=expr)
+
+
+NEUTRAL = np.array([1.0, 1.0, 0.2, 0.0, 0.0, 0.0], np.float32)   # eyes open, mouth nearly shut
+
+
+def render_poses(identity_index: int, pose, *, seed: int = 0, scene: int = 0, size: int = 64,
+                 expression=NEUTRAL, supersample: int = 2):
+    """One head at each of the poses ``pose`` (N, 3: yaw, pitch, roll in radians), centred,
+    with one expression, light and background (drawn from ``scene``): the ground truth of a
+    pose edit (FNeVR §3.4). Returns uint8 frames (N, size, size, 3), foreground masks
+    (N, size, size) and the projected front points of the face (N, M, 2, normalised)."""
+    ident = make_identity(seed, identity_index)
+    rng = np.random.default_rng([seed, 3, scene])
+    background = make_background(rng, size)
+    light = rng.normal(size=3) * [0.6, 0.4, 0.3] + [0.0, -0.5, -1.0]
+    light = (light / np.linalg.norm(light)).astype(np.float32)
+    pose = np.asarray(pose, np.float32).reshape(-1, 3)
+    trans = np.tile(np.float32([0.0, 0.0, DISTANCE]), (len(pose), 1))
+    expr = np.tile(np.asarray(expression, np.float32), (len(pose), 1))
+    frames, masks = render_clip(ident, pose, trans, expr, background, light, size, supersample)
+    points = surface_points(ident)
+    face = project(points[points[:, 2] > 0.3], pose, trans, size)[..., :2]
+    return (frames * 255 + 0.5).astype(np.uint8), masks, face
 
 
 def _write_shard(path, seed, split, clip_indices, identity_of, encoding, quality, opts):
@@ -387,7 +417,8 @@ class _IdentityOf:
 def generate(output, *, train_clips: int = 200, test_clips: int = 20, identities: int = 40,
              test_identities: int = 4, frames: int = 64, size: int = 64, points: int = 468,
              supersample: int = 2, encoding: str = "png", quality: int = 95,
-             clips_per_shard: int = 25, workers: int = 2, seed: int = 0) -> shards.DatasetInfo:
+             clips_per_shard: int = 25, workers: int = 2, seed: int = 0,
+             translation: float = 1.0, rotation: float = 1.0) -> shards.DatasetInfo:
     """Writes a synthetic dataset (train and test splits, disjoint identities) to ``output``.
 
     Finished shards of an earlier identical run are kept; an earlier run with other options
@@ -399,6 +430,9 @@ def generate(output, *, train_clips: int = 200, test_clips: int = 20, identities
                 test_identities=test_identities, frames=frames, size=size, points=points,
                 supersample=supersample, encoding=encoding, quality=quality,
                 clips_per_shard=clips_per_shard, seed=seed)
+    # Motion scales enter the plan only where changed: plans of default datasets stay valid.
+    plan.update({k: v for k, v in (("translation", translation), ("rotation", rotation))
+                 if v != 1.0})
     plan_path = output / PLAN
     if plan_path.exists() and json.loads(plan_path.read_text()) != plan:
         raise shards.DatasetError(f"{output} holds a synthetic dataset with other options; "
@@ -406,7 +440,8 @@ def generate(output, *, train_clips: int = 200, test_clips: int = 20, identities
     shards.atomic_write(plan_path, json.dumps(plan, indent=1))
     counts = {"train": train_clips, "test": test_clips}
     identity_of = _IdentityOf({"train": identities, "test": test_identities})
-    opts = dict(frames=frames, size=size, points=points, supersample=supersample)
+    opts = dict(frames=frames, size=size, points=points, supersample=supersample,
+                translation=translation, rotation=rotation)
     tasks, n_shards = [], {}
     for split, n in counts.items():
         n_shards[split] = max(1, -(-n // clips_per_shard))
@@ -428,7 +463,8 @@ def generate(output, *, train_clips: int = 200, test_clips: int = 20, identities
 
 
 def write_examples(output, *, seed: int = 0, test_identities: int = 4, train_identities: int = 40,
-                   frames: int = 64, size: int = 64, supersample: int = 2) -> pathlib.Path:
+                   frames: int = 64, size: int = 64, supersample: int = 2,
+                   translation: float = 1.0, rotation: float = 1.0) -> pathlib.Path:
     """``output/examples/``: ``source.png`` and ``driving.mp4``, the first frame and the whole of
     held-out test clip 0 (identities never seen in training), for ``animate.py``."""
     import imageio.v3 as iio
@@ -438,7 +474,8 @@ def write_examples(output, *, seed: int = 0, test_identities: int = 4, train_ide
     out.mkdir(parents=True, exist_ok=True)
     identity = _IdentityOf({"train": train_identities, "test": test_identities})("test", 0)
     video = make_clip(seed, "test", 0, identity, frames=frames, size=size, points=1,
-                      supersample=supersample)["frames"]
+                      supersample=supersample, translation=translation,
+                      rotation=rotation)["frames"]
     shards.atomic_write(out / "source.png", iio.imwrite("<bytes>", video[0], extension=".png"))
     tmp = out / f".driving.tmp-{os.getpid()}.mp4"
     try:
@@ -471,24 +508,32 @@ def main(argv=None) -> int:
     p.add_argument("--clips-per-shard", type=int, default=25)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--translation", type=float, default=1.0,
+                   help="scale of the head's translation (0: centred, as face-aligned crops)")
+    p.add_argument("--rotation", type=float, default=1.0,
+                   help="scale of the head's rotation amplitudes")
     a = p.parse_args(argv)
     if min(a.identities, a.test_identities, a.frames, a.size, a.points, a.supersample,
            a.clips_per_shard, a.workers) < 1 or min(a.train_clips, a.test_clips) < 0:
         p.error("counts and sizes must be positive")
+    if min(a.translation, a.rotation) < 0:
+        p.error("--translation and --rotation must be >= 0")
     start = time.time()
     try:
         info = generate(a.output, train_clips=a.train_clips, test_clips=a.test_clips,
                         identities=a.identities, test_identities=a.test_identities,
                         frames=a.frames, size=a.size, points=a.points,
                         supersample=a.supersample, encoding=a.encoding, quality=a.quality,
-                        clips_per_shard=a.clips_per_shard, workers=a.workers, seed=a.seed)
+                        clips_per_shard=a.clips_per_shard, workers=a.workers, seed=a.seed,
+                        translation=a.translation, rotation=a.rotation)
     except shards.DatasetError as e:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1
     if a.test_clips:
         write_examples(a.output, seed=a.seed, test_identities=a.test_identities,
                        train_identities=a.identities, frames=a.frames, size=a.size,
-                       supersample=a.supersample)
+                       supersample=a.supersample, translation=a.translation,
+                       rotation=a.rotation)
     counts = ", ".join(f"{s}: {v['clips']} clips" for s, v in info.splits.items())
     print(f"wrote {a.output} ({counts}) in {time.time() - start:.1f} s")
     return 0

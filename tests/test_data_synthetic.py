@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from data_pipelines import landmarks, synthetic
 from fnevr_jax.data import shards
@@ -99,6 +100,36 @@ def test_deterministic_and_identities_differ():
         np.testing.assert_array_equal(a[key], b[key])
     assert not np.array_equal(a["identity_code"], c["identity_code"])
     assert np.abs(a["frames"].astype(int) - c["frames"]).mean() > 5
+
+
+def test_motion_scales_keep_the_draws():
+    """--translation/--rotation scale the same random motion: 1 and 1 are the default clips,
+    translation 0 keeps the head centred at the mean distance."""
+    pose, trans, expr = synthetic.make_motion(np.random.default_rng(3), 32)
+    pose2, trans2, expr2 = synthetic.make_motion(np.random.default_rng(3), 32, 0.0, 1.5)
+    np.testing.assert_allclose(pose2, 1.5 * pose, rtol=1e-6)
+    np.testing.assert_array_equal(expr2, expr)
+    assert np.abs(trans[:, :2]).max() > 0.1
+    np.testing.assert_array_equal(trans2, np.tile([[0, 0, synthetic.DISTANCE]], (32, 1)).astype(np.float32))
+    clip = synthetic.make_clip(0, "train", 1, 1, frames=8, size=32, translation=0.0)
+    centre = (clip["face_box"][:, :2] + clip["face_box"][:, 2:]) / 2
+    assert np.abs(centre).max() < 0.15          # the face stays in the middle (±2.4 px)
+
+
+def test_render_poses_turns_one_scene():
+    """Only the head changes between poses; the projected face points move as the yaw turns
+    the face (to the image's right for a positive yaw, in the camera's x) and pitch raises or
+    lowers it."""
+    frames, masks, face = synthetic.render_poses(44, np.deg2rad([(0, 0, 0), (15, 0, 0),
+                                                                 (0, 10, 0)]), size=32)
+    assert frames.dtype == np.uint8 and frames.shape == (3, 32, 32, 3)
+    # away from the head (masks mark pixels at least half covered: dilate by their edge)
+    outside = ~ndimage.binary_dilation(masks[0] | masks[1] | masks[2])
+    assert outside.mean() > 0.3
+    np.testing.assert_array_equal(frames[1][outside], frames[0][outside])
+    assert np.abs(frames[1].astype(int) - frames[0])[masks[0]].mean() > 3
+    shift = (face[1:] - face[:1]).mean(1)
+    assert abs(shift[0, 0]) > 4 * abs(shift[0, 1]) and abs(shift[1, 1]) > 4 * abs(shift[1, 0])
 
 
 def test_generate_writes_a_valid_dataset_independent_of_workers(tmp_path):
