@@ -120,9 +120,11 @@ def get_config(arg=None):
                       augment=False)
         # 600 steps of 8. A short run learns with Adam's usual β1 = 0.9 (the GAN-style 0.5 is
         # slower) and 5x the learning rates, divided by 10 for the last quarter; the pixel
-        # L1 term (not in the paper) gets colours right in the first steps.
+        # L1 term (not in the paper) gets colours right in the first steps. (The pose editor
+        # learns from detached keypoints: its rate does not change the other networks' run.)
         c.train.update(batch_size=8, num_epochs=6, epoch_milestones=(4.5,), adam_b1=0.9,
-                       lr_generator=1e-3, lr_kp_detector=1e-3, lr_discriminator=1e-3)
+                       lr_generator=1e-3, lr_kp_detector=1e-3, lr_discriminator=1e-3,
+                       lr_pose_editor=1e-3)
         c.loss_weights.pixel_l1 = 100.0
         c.perceptual.scales = (1.0, 0.5)
         # VGG up to relu2_1 only: the deeper layers cost most of a CPU step at 64x64.
