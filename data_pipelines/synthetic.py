@@ -3,8 +3,10 @@
 Each identity is an ellipsoid head with its own proportions, skin, hair (a cap of extra
 volume with strands), ears, a nose, eyes (sclera, iris, pupil, eyelids that blink, gaze),
 brows and a mouth that opens and smiles. Each clip moves the head with smooth random yaw,
-pitch, roll, translation and expression in front of a static textured background. Rendering
-is analytic ray casting, vectorised over pixels and frames, at any resolution.
+pitch, roll, translation and expression in front of a static textured background
+(``--translation 0`` keeps the head centred; ``--rotation`` scales the turns; ``render_poses``
+renders one scene at chosen poses). Rendering is analytic ray casting, vectorised over pixels
+and frames, at any resolution.
 
 Every frame carries its ground truth in the shard format of ``fnevr_jax.data.shards``:
 ``landmarks`` (3D points on the head surface), ``pose``, ``face_box``, ``mask`` (the
