@@ -350,6 +350,13 @@ def extrinsics(pose, trans) -> np.ndarray:
     return c2w.astype(np.float32)
 
 
+def _scene(rng, size: int):
+    """A clip's static background (size, size, 3) and unit light direction (3,)."""
+    background = make_background(rng, size)
+    light = rng.normal(size=3) * [0.6, 0.4, 0.3] + [0.0, -0.5, -1.0]
+    return background, (light / np.linalg.norm(light)).astype(np.float32)
+
+
 def make_clip(seed: int, split: str, index: int, identity_index: int, *, frames: int = 64,
               size: int = 64, points: int = 468, supersample: int = 2, translation: float = 1.0,
               rotation: float = 1.0) -> dict:
@@ -357,9 +364,7 @@ def make_clip(seed: int, split: str, index: int, identity_index: int, *, frames:
     ident = make_identity(seed, identity_index)
     rng = np.random.default_rng([seed, 1, SPLIT_IDS.get(split, 2), index])
     pose, trans, expr = make_motion(rng, frames, translation, rotation)
-    background = make_background(rng, size)
-    light = rng.normal(size=3) * [0.6, 0.4, 0.3] + [0.0, -0.5, -1.0]
-    light = (light / np.linalg.norm(light)).astype(np.float32)
+    background, light = _scene(rng, size)
     video, mask = render_clip(ident, pose, trans, expr, background, light, size, supersample)
     lm = project(surface_points(ident, points), pose, trans, size)
     front = lm[:, surface_points(ident, points)[:, 2] > 0]
@@ -379,20 +384,20 @@ def render_poses(identity_index: int, pose, *, seed: int = 0, scene: int = 0, si
                  expression=NEUTRAL, supersample: int = 2):
     """One head at each of the poses ``pose`` (N, 3: yaw, pitch, roll in radians), centred,
     with one expression, light and background (drawn from ``scene``): the ground truth of a
-    pose edit (FNeVR §3.4). Returns uint8 frames (N, size, size, 3), foreground masks
-    (N, size, size) and the projected front points of the face (N, M, 2, normalised)."""
-    ident = make_identity(seed, identity_index)
-    rng = np.random.default_rng([seed, 3, scene])
-    background = make_background(rng, size)
-    light = rng.normal(size=3) * [0.6, 0.4, 0.3] + [0.0, -0.5, -1.0]
-    light = (light / np.linalg.norm(light)).astype(np.float32)
+    pose edit (FNeVR §3.4). Returns uint8 frames (N, size, size, 3) and foreground masks
+    (N, size, size); the head's translation is `centred_translation(N)`."""
+    background, light = _scene(np.random.default_rng([seed, 3, scene]), size)
     pose = np.asarray(pose, np.float32).reshape(-1, 3)
-    trans = np.tile(np.float32([0.0, 0.0, DISTANCE]), (len(pose), 1))
     expr = np.tile(np.asarray(expression, np.float32), (len(pose), 1))
-    frames, masks = render_clip(ident, pose, trans, expr, background, light, size, supersample)
-    points = surface_points(ident)
-    face = project(points[points[:, 2] > 0.3], pose, trans, size)[..., :2]
-    return (frames * 255 + 0.5).astype(np.uint8), masks, face
+    frames, masks = render_clip(make_identity(seed, identity_index), pose,
+                                centred_translation(len(pose)), expr, background, light, size,
+                                supersample)
+    return (frames * 255 + 0.5).astype(np.uint8), masks
+
+
+def centred_translation(frames: int) -> np.ndarray:
+    """(frames, 3): the head centred at the mean camera distance."""
+    return np.tile(np.float32([0.0, 0.0, DISTANCE]), (frames, 1))
 
 
 def _write_shard(path, seed, split, clip_indices, identity_of, encoding, quality, opts):

@@ -386,6 +386,18 @@ def onnx_animation(path):
         raise AnimationError(str(e)) from None
 
 
+def sweep_angles():
+    """The pose sweep's (yaw, pitch, roll) in degrees: SWEEP_YAW across, SWEEP_PITCH down."""
+    return [(y, p, 0.0) for p in SWEEP_PITCH for y in SWEEP_YAW]
+
+
+def sweep_grid(images):
+    """Images at `sweep_angles()` [n, H, W, 3] as one grid image."""
+    n = len(SWEEP_YAW)
+    return np.concatenate([np.concatenate(list(images[r * n:(r + 1) * n]), 1)
+                           for r in range(len(SWEEP_PITCH))], 0)
+
+
 def pose_picture(animator, source_image, source_box, options):
     """The source turned by `options.pose` (uint8 RGB), or the `pose_sweep` grid."""
     from fnevr_jax import inference
@@ -394,16 +406,13 @@ def pose_picture(animator, source_image, source_box, options):
     src_u8 = (square_u8(source_image, size) if source_box is None else
               _crop(source_image, source_box, size))
     source = src_u8[None].astype(np.float32) / 255
-    angles = ([(y, p, 0.0) for p in SWEEP_PITCH for y in SWEEP_YAW] if options.pose_sweep
-              else [options.pose])
+    angles = sweep_angles() if options.pose_sweep else [options.pose]
     kp_source = animator.keypoints(source)
     out = media.to_uint8(animator.animate_frames(
         source, np.repeat(source, len(angles), 0), kp_source, kp_source, 1.0,
         inference.pose_rotation(angles)))
     if options.pose_sweep:
-        rows = [np.concatenate(list(out[r * len(SWEEP_YAW):(r + 1) * len(SWEEP_YAW)]), 1)
-                for r in range(len(SWEEP_PITCH))]
-        return np.concatenate(rows, 0)
+        return sweep_grid(out)
     picture = paste_back(source_image, out[0], source_box) if options.paste_back else out[0]
     if options.side_by_side:
         picture = np.concatenate([media.fit_height(source_image if options.paste_back

@@ -68,40 +68,56 @@ def scenes():
     poses = np.deg2rad([(0.0, 0.0, 0.0), *ANGLES.values()])
     out = []
     for scene, identity in enumerate(IDENTITIES):
-        frames, masks, _ = synthetic.render_poses(identity, poses, scene=scene)
+        frames, masks = synthetic.render_poses(identity, poses, scene=scene)
         out.append((frames.astype(np.float32) / 255, masks))
     return out
 
 
-def _outputs(animator, editor_params, frames):
-    """(unedited, edited [3], oracle [3], edited and detected keypoint moves [3, K, 2]) for the
-    unturned frame frames[:1] and the turned truths frames[1:]."""
-    source = frames[:1]
-    kp = animator.keypoints(source)
-    unedited = animator.animate_frames(source, source, kp, kp, 1.0)[0]
-    oracle = animator.animate_frames(source, frames[1:], kp, kp, 1.0, relative=False)
+@pytest.fixture(scope="module")
+def references(animator, scenes):
+    """Per scene, what no editor changes: the source keypoints, the unedited output, the
+    oracle outputs [3] and the moves of the keypoints detected on the turned truths [3, K, 2]."""
+    out = []
+    for frames, _ in scenes:
+        source = frames[:1]
+        kp = animator.keypoints(source)
+        out.append({
+            "kp": kp, "unedited": animator.animate_frames(source, source, kp, kp, 1.0)[0],
+            "oracle": animator.animate_frames(source, frames[1:], kp, kp, 1.0, relative=False),
+            "detected": np.asarray(animator.keypoints(frames[1:])["value"] - kp["value"])})
+    return out
+
+
+def _edits(animator, editor_params, scenes, references):
+    """Per scene: the outputs [3] of `editor_params`' edits by ANGLES and their keypoint
+    moves [3, K, 2]."""
     rotation = inference.pose_rotation(list(ANGLES.values()))
-    edited = np.asarray(animator.core.animate(
-        {**animator.variables, "pose_editor": editor_params}, source,
-        np.repeat(source, len(ANGLES), 0), kp, kp, 1.0, rotation, True))
     editor = PoseEditor(tuple(animator.config.pose_editor.hidden))
-    kp_edit = editor.apply({"params": editor_params}, rotation,
-                           jax.tree.map(lambda v: np.repeat(np.asarray(v), len(ANGLES), 0), kp))
-    start = np.asarray(kp["value"])
-    moves = (np.asarray(kp_edit["value"]) - start,
-             np.asarray(animator.keypoints(frames[1:])["value"]) - start)
-    return unedited, edited, oracle, moves
+    out = []
+    for (frames, _), ref in zip(scenes, references):
+        source, kp = frames[:1], ref["kp"]
+        edited = np.asarray(animator.core.animate(
+            {**animator.variables, "pose_editor": editor_params}, source,
+            np.repeat(source, len(ANGLES), 0), kp, kp, 1.0, rotation, True))
+        kp_edit = editor.apply({"params": editor_params}, rotation,
+                               jax.tree.map(lambda v: np.repeat(v, len(ANGLES), 0), kp))
+        out.append((edited, np.asarray(kp_edit["value"] - kp["value"])))
+    return out
 
 
-def _head_errors(animator, editor_params, scenes):
+@pytest.fixture(scope="module")
+def trained(animator, scenes, references):
+    return _edits(animator, animator.pose_params, scenes, references)
+
+
+def _head_errors(scenes, references, edits):
     """Per angle: mean head L1 of the unedited, edited and oracle outputs to the truth."""
     table = {name: np.zeros(3) for name in ANGLES}
-    for frames, masks in scenes:
-        unedited, edited, oracle, _ = _outputs(animator, editor_params, frames)
+    for (frames, masks), ref, (edited, _) in zip(scenes, references, edits):
         for a, name in enumerate(ANGLES):
             truth, mask = frames[1 + a], masks[0] | masks[1 + a]
             table[name] += [_head_l1(x, truth, mask) / len(scenes)
-                            for x in (unedited, edited[a], oracle[a])]
+                            for x in (ref["unedited"], edited[a], ref["oracle"][a])]
     return table
 
 
@@ -112,9 +128,8 @@ def test_the_checkpoint_records_a_trained_editor(animator):
     assert metadata["pose_editor_steps"] == 3000
 
 
-def test_the_edit_recovers_part_of_what_the_true_keypoints_recover(animator, scenes):
-    for name, (unedited, edited, oracle) in _head_errors(
-            animator, animator.pose_params, scenes).items():
+def test_the_edit_recovers_part_of_what_the_true_keypoints_recover(scenes, references, trained):
+    for name, (unedited, edited, oracle) in _head_errors(scenes, references, trained).items():
         print(f"{name}: head L1 unedited {unedited:.4f}, edited {edited:.4f} "
               f"({edited / unedited:.3f}x; the issue asks <= {ISSUE_BAR}), oracle {oracle:.4f} "
               f"({oracle / unedited:.3f}x); recovered {(unedited - edited) / (unedited - oracle):.2f}")
@@ -122,29 +137,29 @@ def test_the_edit_recovers_part_of_what_the_true_keypoints_recover(animator, sce
         assert unedited - edited >= SHARE * (unedited - oracle), (name, unedited, edited, oracle)
 
 
-def test_an_identity_editor_fails_the_same_bar(animator, scenes):
+def test_an_identity_editor_fails_the_same_bar(animator, scenes, references):
     """The test above can fail: the editor's untrained initialisation (last layer zero, so the
     keypoints pass unchanged) recovers nothing."""
     identity = {**animator.pose_params,
                 "out": jax.tree.map(np.zeros_like, animator.pose_params["out"])}
-    for name, (unedited, edited, oracle) in _head_errors(animator, identity, scenes).items():
+    edits = _edits(animator, identity, scenes, references)
+    for name, (unedited, edited, oracle) in _head_errors(scenes, references, edits).items():
         assert unedited - edited < SHARE * (unedited - oracle), name
 
 
-def test_edited_keypoints_move_as_the_detected_ones(animator, scenes):
+def test_edited_keypoints_move_as_the_detected_ones(references, trained):
     """Per angle, the cosine between the edit's keypoint moves and the moves of the keypoints
     detected on the turned truth, averaged over the heads, is above chance (`CHANCE`)."""
     for a, name in enumerate(ANGLES):
         cosines = []
-        for frames, _ in scenes:
-            _, _, _, (edit, detected) = _outputs(animator, animator.pose_params, frames)
-            e, d = edit[a].ravel(), detected[a].ravel()
+        for ref, (_, moves) in zip(references, trained):
+            e, d = moves[a].ravel(), ref["detected"][a].ravel()
             cosines.append(float(e @ d / (np.linalg.norm(e) * np.linalg.norm(d))))
         print(f"{name}: cosines {np.round(cosines, 2)}, mean {np.mean(cosines):.2f}")
         assert np.mean(cosines) > CHANCE, (name, cosines)
 
 
-def test_animate_py_pose_is_the_edit_measured_here(animator, scenes, tmp_path):
+def test_animate_py_pose_is_the_edit_measured_here(scenes, trained, tmp_path):
     """The command a user runs writes the edit the tests above measure."""
     frames = scenes[0][0]
     source = tmp_path / "source.png"
@@ -155,6 +170,6 @@ def test_animate_py_pose_is_the_edit_measured_here(animator, scenes, tmp_path):
          "--pose", "15,0,0", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, env=first_run.user_env(), timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    _, edited, _, _ = _outputs(animator, animator.pose_params, frames)
+    edited, _ = trained[0]                      # scene 0's edits; yaw +15 first
     written = iio.imread(out).astype(np.float32) / 255
     assert np.abs(written - edited[0]).max() <= 1.5 / 255

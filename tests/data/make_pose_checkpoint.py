@@ -39,38 +39,40 @@ def main(argv=None):
     p.add_argument("--out", type=pathlib.Path, default=HERE / "pose_quick")
     a = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    import imageio.v3 as iio
     import numpy as np
 
+    from configs import fnevr
     from data_pipelines import synthetic
-    from fnevr_jax import animation, api, checkpoint_io
+    from fnevr_jax import animation, api, checkpoint_io, media
+    from fnevr_jax.data import shards
 
     data = a.workdir / "synthetic"
     subprocess.run([sys.executable, "-m", "data_pipelines.synthetic", "--output", str(data),
                     "--translation", "0", "--rotation", "1.5"], cwd=ROOT, check=True)
-    epochs = a.steps / 100      # an epoch: 40 identities x 20 repeats / batch 8 = 100 steps
+    # The schedule is in epochs of the task (identities x repeats / batch: 100 steps here).
+    quick = fnevr.get_config("quick")
+    epoch = (len(shards.open_split(data, "train").identities) * quick.data.num_repeats
+             // quick.train.batch_size)
     subprocess.run([sys.executable, "train.py", "--config=configs/fnevr.py:quick",
                     f"--workdir={a.workdir / 'train'}", f"--config.data.dir={data}",
                     f"--config.train.num_steps={a.steps}",
-                    f"--config.train.epoch_milestones=({0.75 * epochs:g},)",
+                    f"--config.train.epoch_milestones=({0.75 * a.steps / epoch:g},)",
                     "--config.log.eval_every_steps=1000",
                     "--config.log.checkpoint_every_steps=500"], cwd=ROOT, check=True)
     variables, metadata = checkpoint_io.load_export(a.workdir / "train")
     metadata["made_by"] = ("tests/data/make_pose_checkpoint.py: synthetic heads --translation 0 "
                            f"--rotation 1.5, configs/fnevr.py:quick for {a.steps} steps")
     checkpoint_io.save_variables(a.out, variables, metadata, overwrite=True)
-    frames, _, _ = synthetic.render_poses(SOURCE_IDENTITY, np.zeros((1, 3)), scene=SOURCE_SCENE)
-    iio.imwrite(HERE / "pose_source.png", frames[0])
+    frames, _ = synthetic.render_poses(SOURCE_IDENTITY, np.zeros((1, 3)), scene=SOURCE_SCENE)
+    media.write_image(HERE / "pose_source.png", frames[0])
     sweep = animation.pose_picture(api.load_animator(a.out), frames[0], None,
                                    animation.Options(pose_sweep=True))
-    angles = [(y, p, 0.0) for p in animation.SWEEP_PITCH for y in animation.SWEEP_YAW]
-    truth, _, _ = synthetic.render_poses(SOURCE_IDENTITY, np.deg2rad(angles), scene=SOURCE_SCENE)
-    n = len(animation.SWEEP_YAW)
-    truth = np.concatenate([np.concatenate(list(truth[r * n:(r + 1) * n]), 1)
-                            for r in range(len(animation.SWEEP_PITCH))], 0)
+    truth, _ = synthetic.render_poses(SOURCE_IDENTITY, np.deg2rad(animation.sweep_angles()),
+                                      scene=SOURCE_SCENE)
+    truth = animation.sweep_grid(truth)
     gap = np.full((truth.shape[0], 8, 3), 255, np.uint8)
     picture = np.concatenate([sweep, gap, truth], 1).repeat(2, 0).repeat(2, 1)
-    iio.imwrite(ROOT / "docs" / "pose_sweep.png", picture)
+    media.write_image(ROOT / "docs" / "pose_sweep.png", picture)
     print(f"wrote {a.out} (pose editor trained {metadata['pose_editor_steps']} steps), "
           f"{HERE / 'pose_source.png'} and {ROOT / 'docs' / 'pose_sweep.png'}")
 
