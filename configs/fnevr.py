@@ -110,8 +110,10 @@ def get_config(arg=None):
         # SPADE layers' conditioning convs are 16 wide (at 32 they were half of the generator's
         # FLOPs). This, VGG to relu2_1 and no augmentation together learned as fast per sample
         # as the wider, augmented config (held-out L1 0.0851 vs 0.0845 after 1600 samples,
-        # 0.0713 vs 0.0710 after 2400) with a third fewer FLOPs per step.
-        c.spade.update(mid_channels=16, hidden=16, block_channels=(32, 16))
+        # 0.0713 vs 0.0710 after 2400) with a third fewer FLOPs per step. The conditioning map
+        # `seg` (16x16, cheap) is 64 wide: 16 wide, the first run's end L1 was 6-11% higher
+        # (three seeds, BENCHMARKS.md); 128 wide, no lower.
+        c.spade.update(mid_channels=64, hidden=16, block_channels=(32, 16))
         c.discriminator.update(block_expansion=16, max_features=64, num_blocks=3)
         c.pose_editor.hidden = (64, 64)
         c.mesh_weights.width = 16
