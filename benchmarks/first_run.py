@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 
-import jax
 import numpy as np
 from scipy import ndimage
 
@@ -56,7 +55,8 @@ def run(*args, env):
 
 def error_split(workdir, data, clips=8, frames=64):
     """The held-out reconstruction of `train.py`'s evaluation (frame 0 drives every frame of the
-    first `clips` test clips, absolute keypoints) split by pixel: background (outside the head
+    first `clips` test clips, absolute keypoints, the inference core's animate as there) split
+    by pixel: background (outside the head
     mask in both the source and the driving frame) and head. Means over clips of per-clip means."""
     animator = api.load_animator(workdir)
     test = loaders.eval_clips(data, max_frames=frames, fields=("mask",),
@@ -66,10 +66,8 @@ def error_split(workdir, data, clips=8, frames=64):
         video, mask = test[i]["video"], test[i]["mask"][..., 0] > 0.5
         source = video[:1]
         kp_source = animator.keypoints(source)
-        tile = lambda x: np.broadcast_to(x, (len(video),) + x.shape[1:])  # noqa: E731
-        out = animator.generate(tile(source), jax.tree.map(tile, kp_source),
-                                animator.keypoints(video))
-        error = np.clip(np.asarray(out["prediction"]), 0, 1) - video
+        error = animator.animate_frames(source, video, kp_source, kp_source,
+                                        relative=False) - video
         background = ~(mask | mask[:1])
         coarse = ndimage.gaussian_filter(error, (0, 2, 2, 0))
         on = lambda e, where: float(np.abs(e).mean(-1)[where].mean())  # noqa: E731
