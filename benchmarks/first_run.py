@@ -56,8 +56,8 @@ def run(*args, env):
 def error_split(workdir, data, clips=8, frames=64):
     """The held-out reconstruction of `train.py`'s evaluation (frame 0 drives every frame of the
     first `clips` test clips, absolute keypoints, the inference core's animate as there) split
-    by pixel: background (outside the head
-    mask in both the source and the driving frame) and head. Means over clips of per-clip means."""
+    by pixel: background (outside the head mask in both the source and the driving frame) and
+    head. Means over clips of per-clip means."""
     animator = api.load_animator(workdir)
     test = loaders.eval_clips(data, max_frames=frames, fields=("mask",),
                               size=animator.config.image_size)
