@@ -12,7 +12,12 @@ time:
 
 The rest (7x7 heads, few channels, small images) is as fast or faster as XLA does it on CPU
 (measured in BENCHMARKS.md). GPU and TPU keep XLA's own kernel gradients (not measured here).
-The value and the input gradient are always XLA's; other convolutions go to
+The value and the input gradient are always XLA's.
+
+A stride-1, undilated NDHWC/DHWIO 3D convolution (the FVR module's density volume) is, on CPU,
+a 2D convolution of the depth windows stacked along channels: [B·D_out, H, W, k_d·C_in] with
+the kernel [k_h, k_w, k_d·C_in, C_out] (the same sums, in another order). XLA:CPU's own 3D
+convolutions are 2-4x slower (BENCHMARKS.md). Other convolutions go to
 `lax.conv_general_dilated`.
 """
 import functools
@@ -23,6 +28,8 @@ from jax import lax
 
 _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
                                  out_spec=(0, 3, 1, 2))
+_NDHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 4, 1, 2, 3), rhs_spec=(4, 3, 0, 1, 2),
+                                  out_spec=(0, 4, 1, 2, 3))
 MIN_CHANNELS, MAX_TAPS = 32, 16
 MIN_OUTPUT_PIXELS, MIN_CHANNEL_PRODUCT, FEW_TAPS = 96 * 96, 128 * 256, 4   # any suffices
 
@@ -67,10 +74,16 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          batch_group_count=1, precision=None, preferred_element_type=None):
     """Drop-in for `lax.conv_general_dilated` (and `nn.Conv(conv_general_dilated=...)`).
 
+    On CPU a stride-1, undilated NDHWC 3D convolution is a 2D one over stacked depth windows
+    (`_depth_stacked_conv3d`).
+
     On CPU an unpadded (VALID) stride-1 NHWC convolution is computed with one extra zero
     column on the right, whose output column is dropped: XLA:CPU runs unpadded convolutions
     4-5x slower than padded ones (4x4 from 64 to 128 channels at 126x126, batch 4: 174 ms
     against 34; the discriminator's and the keypoint heads' convolutions are unpadded)."""
+    if _plain_cpu_conv3d(lhs.shape, rhs.shape, window_strides, padding, lhs_dilation,
+                         rhs_dilation, dimension_numbers, feature_group_count, batch_group_count):
+        return _depth_stacked_conv3d(lhs, rhs, padding, precision, preferred_element_type)
     if _is_unpadded(lhs.shape, rhs.shape, window_strides, padding, lhs_dilation, rhs_dilation,
                     dimension_numbers, feature_group_count, batch_group_count):
         return conv_general_dilated(
@@ -84,6 +97,34 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
             feature_group_count, batch_group_count, precision, preferred_element_type)
     return _conv(lhs, rhs, tuple(tuple(int(p) for p in pair) for pair in padding), precision,
                  preferred_element_type)
+
+
+def _plain_cpu_conv3d(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation,
+                      rhs_dilation, dimension_numbers, feature_group_count, batch_group_count):
+    """A stride-1, undilated, ungrouped NDHWC/DHWIO 3D convolution with explicit padding, on CPU."""
+    return (len(lhs_shape) == 5 and not isinstance(padding, str)
+            and jax.default_backend() == "cpu"
+            and all(s == 1 for s in window_strides)
+            and all(d == 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
+            and feature_group_count == 1 and batch_group_count == 1
+            and lax.conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers) == _NDHWC)
+
+
+def _depth_stacked_conv3d(x, w, padding, precision, preferred_element_type):
+    """The 3D convolution of x [B,D,H,W,C] with w [k_d,k_h,k_w,C,O] as one 2D convolution:
+    output slice d reads input slices d..d+k_d-1 of the depth-padded x, stacked along channels
+    (slice-major, as w's rows after moving k_d next to C)."""
+    (d_lo, d_hi), hw_padding = padding[0], tuple(tuple(p) for p in padding[1:])
+    kd, kh, kw, ci, co = w.shape
+    xp = jnp.pad(x, ((0, 0), (d_lo, d_hi), (0, 0), (0, 0), (0, 0)))
+    b, d_out = x.shape[0], xp.shape[1] - kd + 1
+    stacked = jnp.concatenate([xp[:, i:i + d_out] for i in range(kd)], axis=-1)
+    out = conv_general_dilated(stacked.reshape(b * d_out, *stacked.shape[2:]),
+                               w.transpose(1, 2, 0, 3, 4).reshape(kh, kw, kd * ci, co), (1, 1),
+                               hw_padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                               precision=precision,
+                               preferred_element_type=preferred_element_type)
+    return out.reshape(b, d_out, *out.shape[1:])
 
 
 def _xla_conv(x, w, padding, precision, preferred_element_type):
