@@ -35,13 +35,14 @@ MIN_OUTPUT_PIXELS, MIN_CHANNEL_PRODUCT, FEW_TAPS = 96 * 96, 128 * 256, 4   # any
 
 
 def _plain_cpu_conv(lhs_shape, rhs_shape, window_strides, lhs_dilation, rhs_dilation,
-                    dimension_numbers, feature_group_count, batch_group_count):
-    """A stride-1, undilated, ungrouped NHWC/HWIO 2D convolution, on CPU."""
-    return (len(lhs_shape) == 4 and jax.default_backend() == "cpu"
+                    dimension_numbers, feature_group_count, batch_group_count, layout=_NHWC):
+    """A stride-1, undilated, ungrouped convolution in `layout` (NHWC/HWIO or NDHWC/DHWIO), on
+    CPU."""
+    return (len(lhs_shape) == len(layout.lhs_spec) and jax.default_backend() == "cpu"
             and all(s == 1 for s in window_strides)
             and all(d == 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
             and feature_group_count == 1 and batch_group_count == 1
-            and lax.conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers) == _NHWC)
+            and lax.conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers) == layout)
 
 
 def uses_matmul_kernel_gradient(lhs_shape, rhs_shape, window_strides, padding,
@@ -81,8 +82,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
     column on the right, whose output column is dropped: XLA:CPU runs unpadded convolutions
     4-5x slower than padded ones (4x4 from 64 to 128 channels at 126x126, batch 4: 174 ms
     against 34; the discriminator's and the keypoint heads' convolutions are unpadded)."""
-    if _plain_cpu_conv3d(lhs.shape, rhs.shape, window_strides, padding, lhs_dilation,
-                         rhs_dilation, dimension_numbers, feature_group_count, batch_group_count):
+    if not isinstance(padding, str) and _plain_cpu_conv(
+            lhs.shape, rhs.shape, window_strides, lhs_dilation, rhs_dilation, dimension_numbers,
+            feature_group_count, batch_group_count, _NDHWC):
         return _depth_stacked_conv3d(lhs, rhs, padding, precision, preferred_element_type)
     if _is_unpadded(lhs.shape, rhs.shape, window_strides, padding, lhs_dilation, rhs_dilation,
                     dimension_numbers, feature_group_count, batch_group_count):
@@ -97,17 +99,6 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
             feature_group_count, batch_group_count, precision, preferred_element_type)
     return _conv(lhs, rhs, tuple(tuple(int(p) for p in pair) for pair in padding), precision,
                  preferred_element_type)
-
-
-def _plain_cpu_conv3d(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation,
-                      rhs_dilation, dimension_numbers, feature_group_count, batch_group_count):
-    """A stride-1, undilated, ungrouped NDHWC/DHWIO 3D convolution with explicit padding, on CPU."""
-    return (len(lhs_shape) == 5 and not isinstance(padding, str)
-            and jax.default_backend() == "cpu"
-            and all(s == 1 for s in window_strides)
-            and all(d == 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
-            and feature_group_count == 1 and batch_group_count == 1
-            and lax.conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers) == _NDHWC)
 
 
 def _depth_stacked_conv3d(x, w, padding, precision, preferred_element_type):
