@@ -20,9 +20,13 @@ must move as the detected ones do, above chance.
 
 The issue's bar (the edited head 15% closer than the unedited one) needs a better generator,
 not a better editor: with this 3000-step model the oracle itself is only 2% closer for yaw
-(13-14% for pitch); both figures are printed. Detected keypoints move under a yaw opposite to
-the face's front (they sit on hair and outline, whose back turns the other way), so the
-keypoint test compares the edit with the detector on the turned truth, not with the face.
+(13-14% for pitch); both figures are printed. The model's reconstruction of the unturned head
+from itself already errs by 0.041 (head L1), as much as a 15° yaw changes the head (the
+unturned source against the turned truth: 0.042), so every output of it, the oracle's
+included (0.050 and 0.052 for the two yaws), is further from the turned truth than the
+source itself (0.042). Detected keypoints move under a yaw opposite to the face's front
+(they sit on hair and outline, whose back turns the other way), so the keypoint test compares
+the edit with the detector on the turned truth, not with the face.
 """
 import pathlib
 import subprocess
