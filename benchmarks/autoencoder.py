@@ -33,12 +33,13 @@ from fnevr_jax.data import loaders
 from fnevr_jax.models import build_models, example_inputs, init_variables, module_variables
 
 
-def clip_frames(data, split, clips, frames, size):
-    """uint8 [clips·len(frames), H, W, 3]: the given frames of the split's first clips."""
+def clip_frames(data, split, frames, size, clips=None):
+    """uint8 [clips·len(frames), H, W, 3]: the given frames of the split's first `clips` clips
+    (all by default)."""
     videos = loaders.eval_clips(data, split=split, max_frames=max(frames) + 1, size=size,
                                 uint8=True)
-    clips = range(min(clips, len(videos)))
-    return np.concatenate([videos[i]["video"][list(frames)] for i in clips])
+    return np.concatenate([videos[i]["video"][list(frames)]
+                           for i in range(min(clips or len(videos), len(videos)))])
 
 
 def run(config, train_frames, test_frames, steps, every=100):
@@ -52,12 +53,11 @@ def run(config, train_frames, test_frames, steps, every=100):
     state = {"params": variables["params"], "batch_stats": variables["batch_stats"],
              "opt_state": optimizer.init(variables["params"])}
     train_frames, test_frames = jnp.asarray(train_frames), jnp.asarray(test_frames)
-    _, kp = example_inputs(config, t.batch_size)
 
     def reconstruct(params, batch_stats, frames, train):
-        kp_n = jax.tree.map(lambda v: jnp.repeat(v[:1], len(frames), 0), kp)
-        return generator.apply({"params": params, "batch_stats": batch_stats}, frames, kp_n,
-                               kp_n, train, mutable=["batch_stats"] if train else False)
+        _, kp = example_inputs(config, len(frames))   # source keypoints = driving keypoints
+        return generator.apply({"params": params, "batch_stats": batch_stats}, frames, kp, kp,
+                               train, mutable=["batch_stats"] if train else False)
 
     @jax.jit
     def step(state, rng):
@@ -102,8 +102,8 @@ def main():
                        cwd=ROOT, check=True, capture_output=True)
     config = fnevr.get_config("quick")
     size = config.image_size
-    train_frames = clip_frames(data, "train", 10**6, range(0, 64, 8), size)
-    test_frames = clip_frames(data, "test", 8, (0, 16, 32, 48), size)
+    train_frames = clip_frames(data, "train", range(0, 64, 8), size)
+    test_frames = clip_frames(data, "test", (0, 16, 32, 48), size, clips=8)
     cpu, isa = cpu_flags()
     print(f"{cpu}, XLA may use {isa}; `quick` generator as an autoencoder, pixel L1, batch "
           f"{config.train.batch_size}, {len(train_frames)} training frames\n")
