@@ -8,7 +8,8 @@ import scipy.signal
 import skimage.transform
 
 from fnevr_jax.ops import (anti_alias_downsample, anti_alias_kernel, conv_general_dilated,
-                           conv_of_nearest_upsampled, coordinate_grid, grid_sample, inv2x2, kp2gaussian, resize_bilinear,
+                           conv_of_nearest_upsampled, coordinate_grid, grid_sample, inv2x2, kp2gaussian, max_pool,
+                           resize_bilinear,
                            resize_nearest, upsample_nearest2x)
 from fnevr_jax.ops.conv import kernel_gradient, uses_matmul_kernel_gradient
 
@@ -400,3 +401,42 @@ def test_conv_uses_matmul_kernel_gradient_for_large_cpu_convolutions():
     assert not used((4, 256, 256, 128), (3, 3, 128, 128), padding="SAME")
     assert not used((4, 256, 256, 128), (3, 3, 128, 128), rhs_dilation=(2, 2))
     assert not used((4, 256, 256, 128), (3, 3, 64, 128), feature_group_count=2)
+
+
+def _torch_max_pool(x, window, stride, dy):
+    """nn.MaxPool2d's value and input gradient in numpy: each window's maximum, and the
+    upstream gradient sent to the window's first maximum (row-major), as PyTorch's backward."""
+    b, h, w, c = x.shape
+    oh, ow = (h - window) // stride + 1, (w - window) // stride + 1
+    value, grad = np.zeros((b, oh, ow, c)), np.zeros_like(x)
+    for i in range(oh):
+        for j in range(ow):
+            patch = x[:, i * stride:i * stride + window, j * stride:j * stride + window]
+            flat = patch.reshape(b, window * window, c)
+            first = flat.argmax(axis=1)                                   # [b, c]
+            value[:, i, j] = np.take_along_axis(flat, first[:, None], 1)[:, 0]
+            di, dj = np.divmod(first, window)
+            for n in range(b):
+                np.add.at(grad[n], (i * stride + di[n], j * stride + dj[n], np.arange(c)),
+                          dy[n, i, j])
+    return value, grad
+
+
+@pytest.mark.parametrize("window,stride,size", [(2, 2, (8, 8)), (2, 2, (9, 7)), (3, 2, (9, 8))])
+def test_max_pool_is_torch_max_pool(window, stride, size):
+    """`ops.max_pool` equals nn.MaxPool2d (floor mode), value and gradient, to 1e-12 in float64;
+    also after a ReLU, whose windows of zeros tie (the ReLU then passes no gradient)."""
+    with jax.enable_x64(True):
+        x = np.asarray(jax.random.normal(jax.random.key(3), (2, *size, 5), jnp.float64))
+        h, w = ((s - window) // stride + 1 for s in size)
+        dy = np.asarray(jax.random.normal(jax.random.key(4), (2, h, w, 5), jnp.float64))
+        value, vjp = jax.vjp(lambda x: max_pool(x, window, stride), x)
+        ref_value, ref_grad = _torch_max_pool(x, window, stride, dy)
+        np.testing.assert_allclose(value, ref_value, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(vjp(dy)[0], ref_grad, rtol=1e-12, atol=1e-12)
+
+        x = x - 1.0                                     # most windows of the ReLU all zero
+        value, vjp = jax.vjp(lambda x: max_pool(jax.nn.relu(x), window, stride), x)
+        ref_value, ref_grad = _torch_max_pool(np.maximum(x, 0.0), window, stride, dy)
+        np.testing.assert_allclose(value, ref_value, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(vjp(dy)[0], ref_grad * (x > 0), rtol=1e-12, atol=1e-12)

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from fnevr_jax import torch_io
+from fnevr_jax import ops, torch_io
 from fnevr_jax.pretrained import files
 
 
@@ -87,7 +87,7 @@ class ConvFeatures(nn.Module):
         features, index = [], 0
         for layer in self.layers:
             if isinstance(layer, MaxPool):
-                x = nn.max_pool(x, (layer.window,) * 2, (layer.stride,) * 2)
+                x = ops.max_pool(x, layer.window, layer.stride)
                 continue
             pad = ((layer.padding, layer.padding),) * 2
             x = nn.relu(nn.Conv(layer.features, (layer.kernel,) * 2, (layer.stride,) * 2, pad,
