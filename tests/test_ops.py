@@ -8,9 +8,9 @@ import scipy.signal
 import skimage.transform
 
 from fnevr_jax.ops import (anti_alias_downsample, anti_alias_kernel, conv_general_dilated,
-                           conv_of_nearest_upsampled, coordinate_grid, grid_sample, inv2x2, kp2gaussian, max_pool,
-                           resize_bilinear,
-                           resize_nearest, upsample_nearest2x)
+                           conv_of_nearest_upsampled, coordinate_grid, grid_sample, inv2x2,
+                           kp2gaussian, max_pool, resize_bilinear, resize_nearest,
+                           upsample_nearest2x)
 from fnevr_jax.ops.conv import kernel_gradient, uses_matmul_kernel_gradient
 
 IMG = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], np.float32)[None, :, :, None]  # H=2, W=3

@@ -8,7 +8,7 @@ def max_pool(x, window, stride):
     A pool whose windows tile the image (window == stride, VGG's 2x2) is a reshape and a max:
     the same values, and a gradient that is one comparison per element. XLA differentiates the
     windowed form (`reduce_window`) through index arrays as large as the input (on CPU the VGG
-    pools of the `quick` step took 10% of its time). Where a window holds the maximum twice
+    pools' gradients were 10% of the `quick` step's op time). Where a window holds the maximum twice
     the gradient is split between them (PyTorch gives it all to the first); after a ReLU such a
     tie is a window of zeros, whose gradient the ReLU zeroes either way."""
     if window != stride:
