@@ -129,8 +129,8 @@ def get_config(arg=None):
         # L1 term (not in the paper) gets colours right in the first steps. (The pose editor
         # learns from detached keypoints: its rate does not change the other networks' run.)
         # The keypoint detector learns at half that rate: at 1e-3 seed 1's keypoints wandered
-        # (equivariance losses twice seed 0's) and it ended at 0.824x of copying the source,
-        # at 5e-4 at 0.702x (BENCHMARKS.md).
+        # (equivariance losses twice seed 0's) and it ended at 0.824x of copying the source;
+        # at 5e-4 the three seeds end at 0.70-0.74x (BENCHMARKS.md).
         c.train.update(batch_size=8, num_epochs=6, epoch_milestones=(4.5,), adam_b1=0.9,
                        lr_generator=1e-3, lr_kp_detector=5e-4, lr_discriminator=1e-3,
                        lr_pose_editor=1e-3)
