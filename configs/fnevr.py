@@ -100,8 +100,9 @@ def get_config(arg=None):
         c.dense_motion.scale_factor = 0.125
     if variant in ("quick", "smoke"):
         # 64x64: at 32x32 a step costs 0.43x, but 2.3x the steps ended at 0.754x of copying
-        # the source (64x64: 0.70-0.74x). 48x48, 1100 steps: 0.669-0.702x (three seeds) in 12-14%
-        # less time, 5% lower: not 0.6x, and it would need 48x48 heads of its own (BENCHMARKS.md).
+        # the source (64x64: 0.70-0.74x). 48x48, 1100 steps: 0.669-0.702x (three seeds, a mean
+        # 5% under 64x64's) in 12-14% less time: not 0.6x, and it needs 48x48 heads of its own
+        # (BENCHMARKS.md).
         c.image_size = 64
         # The keypoint detector and the dense motion see the frame at half scale (32x32). At the
         # official quarter scale (16x16) a step is 15% faster, but the keypoints can drift: seed
